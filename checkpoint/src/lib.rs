@@ -1,0 +1,1 @@
+//! godwit embedded dumper
