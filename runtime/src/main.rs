@@ -1,1 +1,104 @@
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use godwit_runtime::cli::{Cli, Command, ListFormat};
+use godwit_runtime::store::StateRoot;
+use godwit_runtime::verbs;
+
+fn main() -> ExitCode {
+    // Like runc and other CLI tools: a closed stdout pipe (`godwit list | head`)
+    // ends the process quietly instead of a panic in println!.
+    // SAFETY: setting a signal disposition to SIG_DFL before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    if let Err(e) =
+        godwit_runtime::logging::init(cli.global.log.as_deref(), cli.global.log_format, cli.global.debug)
+    {
+        eprintln!("godwit: cannot open log file: {e}");
+        return ExitCode::from(1);
+    }
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::error!("{msg}");
+            eprintln!("godwit: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let global = &cli.global;
+    // `spec` and `features` need no state root.
+    match &cli.command {
+        Command::Spec(args) => {
+            verbs::spec::write_spec(&args.bundle, args.rootless)?;
+            return Ok(0);
+        }
+        Command::Features => {
+            print_json(&verbs::features::features()?)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let root = StateRoot::open(&global.root)
+        .with_context(|| format!("open state root {}", global.root.display()))?;
+    match &cli.command {
+        Command::Create(args) => {
+            verbs::create::create(&root, global, &args.opts, &args.container_id, true)?;
+        }
+        Command::Start(args) => verbs::start::start(&root, &args.container_id)?,
+        Command::Run(args) => return Ok(verbs::run::run(&root, global, args)?),
+        Command::State(args) => print_json(&verbs::state::state(&root, &args.container_id)?)?,
+        Command::List(args) => {
+            let states = verbs::list::list(&root)?;
+            if args.quiet {
+                for s in &states {
+                    println!("{}", s.id);
+                }
+            } else if args.format == ListFormat::Json {
+                println!("{}", serde_json::to_string(&states)?);
+            } else {
+                print!("{}", verbs::list::table(&states));
+            }
+        }
+        Command::Kill(args) => {
+            verbs::kill::kill(&root, &args.container_id, &args.signal, args.all)?
+        }
+        Command::Delete(args) => verbs::delete::delete(&root, &args.container_id, args.force)?,
+        Command::Exec(args) => return Ok(verbs::exec::exec(&root, args)?),
+        Command::Ps(args) => {
+            let pids = verbs::ps::pids(&root, &args.container_id)?;
+            if args.format == ListFormat::Json {
+                println!("{}", serde_json::to_string(&pids)?);
+            } else {
+                print!("{}", verbs::ps::table(&pids, &args.ps_options)?);
+            }
+        }
+        Command::Pause(args) => verbs::pause::pause(&root, &args.container_id)?,
+        Command::Resume(args) => verbs::pause::resume(&root, &args.container_id)?,
+        Command::Events(args) => {
+            let interval = verbs::events::parse_interval(&args.interval)?;
+            loop {
+                println!("{}", verbs::events::stats(&root, &args.container_id)?);
+                if args.stats {
+                    break;
+                }
+                std::thread::sleep(interval);
+            }
+        }
+        Command::Update(args) => verbs::update::update(&root, args)?,
+        Command::Spec(_) | Command::Features => unreachable!("handled above"),
+    }
+    Ok(0)
+}

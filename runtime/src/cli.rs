@@ -1,0 +1,306 @@
+//! runc's command line, as containerd's and podman's runc drivers speak it.
+//!
+//! Flags that runc accepts but godwit cannot honour are still parsed, so that
+//! callers passing them get a message naming the flag rather than a parse error.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "godwit",
+    version,
+    about = "godwit: an OCI container runtime with its own checkpoint/restore"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Directory holding the state of containers (one directory per container id).
+    #[arg(long, global = true, default_value = "/run/godwit")]
+    pub root: PathBuf,
+    /// Write log lines to this file (default: stderr).
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json (json lines as runc writes them: level, msg, time).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log debug messages.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Manage cgroups through systemd (only where systemd is PID 1).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Path to a CRIU binary: accepted for runc compatibility; godwit never runs CRIU.
+    #[arg(long, hide = true)]
+    pub criu: Option<String>,
+    /// Rootless mode (true, false, auto): accepted for runc compatibility.
+    #[arg(long, hide = true)]
+    pub rootless: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(Create),
+    /// Start the process of a created container.
+    Start(Id),
+    /// Create and start a container; in the foreground, exit with its status.
+    Run(Run),
+    /// Print a container's state as JSON.
+    State(Id),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(List),
+    /// Send a signal to a container's init (or, with --all, to every process).
+    Kill(Kill),
+    /// Delete a container's resources and state.
+    Delete(Delete),
+    /// Run a new process inside a running container.
+    Exec(Exec),
+    /// List the processes of a container.
+    Ps(Ps),
+    /// Freeze every process of a container.
+    Pause(Id),
+    /// Thaw a paused container.
+    Resume(Id),
+    /// Print a container's resource usage.
+    Events(Events),
+    /// Change a running container's resource limits.
+    Update(Update),
+    /// Print the features this runtime supports (runtime-spec features document).
+    Features,
+    /// Write a default config.json into a bundle.
+    Spec(SpecArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Id {
+    /// Container id.
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CreateOpts {
+    /// Bundle directory (holding config.json); default: the current directory.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket on which to send the pty master of a terminal container.
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Write the container init's pid (host's view) to this file.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root to enter the rootfs.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring (godwit never creates one).
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass N extra fds (3 .. 3+N-1) to the container process.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Notify socket (sd_notify); accepted for runc compatibility.
+    #[arg(long, hide = true)]
+    pub notify_socket: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Create {
+    #[command(flatten)]
+    pub opts: CreateOpts,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Run {
+    #[command(flatten)]
+    pub opts: CreateOpts,
+    /// Return once the container runs instead of waiting for it.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the container's state after it exits (foreground only).
+    #[arg(long)]
+    pub keep: bool,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct List {
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Kill {
+    /// Send the signal to every process of the container.
+    #[arg(short, long)]
+    pub all: bool,
+    pub container_id: String,
+    /// Signal by name (TERM, SIGTERM) or number; default SIGTERM.
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Delete {
+    /// Kill a running container before deleting it; no error if it does not exist.
+    #[arg(short, long)]
+    pub force: bool,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Exec {
+    /// Unix socket on which to send the pty master (with --tty).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variable KEY=VALUE (repeatable).
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Allocate a pty.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// User as UID[:GID].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Additional group ids (repeatable).
+    #[arg(short = 'g', long)]
+    pub additional_gids: Vec<u32>,
+    /// JSON file with the process to run (runtime-spec `process`).
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Return once the process runs.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the process's pid to this file.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// SELinux process label: refused, godwit has no SELinux support.
+    #[arg(long)]
+    pub process_label: Option<String>,
+    /// AppArmor profile for the process.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability (repeatable).
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Pass N extra fds to the process.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Run the process in this sub-cgroup of the container.
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Allow exec into a paused container.
+    #[arg(long)]
+    pub ignore_paused: bool,
+    pub container_id: String,
+    /// Command and arguments (unless --process is given).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Ps {
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    pub container_id: String,
+    /// Options passed to ps(1) for the table format (default: -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_options: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Events {
+    /// Print one sample of statistics and exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Interval between samples, in seconds (runc accepts e.g. "5s").
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Update {
+    /// JSON file with runtime-spec `linux.resources` ("-" for stdin).
+    #[arg(short = 'r', long = "resources")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (bytes, or with k/m/g suffix; -1 for unlimited).
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// Memory + swap limit.
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit.
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    /// Kernel memory limit: refused (deprecated in runc, ignored by the kernel).
+    #[arg(long)]
+    pub kernel_memory: Option<String>,
+    #[arg(long)]
+    pub kernel_memory_tcp: Option<String>,
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<i64>,
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// L3 cache schema (Intel RDT): refused.
+    #[arg(long)]
+    pub l3_cache_schema: Option<String>,
+    /// Memory bandwidth schema (Intel RDT): refused.
+    #[arg(long)]
+    pub mem_bw_schema: Option<String>,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SpecArgs {
+    /// Bundle directory to write config.json into.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write a spec for a rootless container (user namespace, no network namespace).
+    #[arg(long)]
+    pub rootless: bool,
+}

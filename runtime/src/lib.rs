@@ -1,0 +1,11 @@
+//! godwit's runtime library: the runc-compatible verbs on youki's libcontainer,
+//! used by the `godwit` binary and, in-process, by the containerd shim.
+
+pub mod bundle;
+pub mod cli;
+pub mod error;
+pub mod logging;
+pub mod store;
+pub mod verbs;
+
+pub use error::{Result, RuntimeError};

@@ -1,0 +1,32 @@
+use libcontainer::container::ContainerStatus;
+
+use crate::error::{Result, RuntimeError};
+use crate::store::StateRoot;
+
+/// Deletes a stopped (or created) container; with `force`, kills a running one
+/// first, and a missing container is not an error (as runc).
+pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
+    let mut container = match root.load(id) {
+        Ok(c) => c,
+        Err(RuntimeError::NotFound { .. }) if force => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !force
+        && matches!(
+            container.status(),
+            ContainerStatus::Running | ContainerStatus::Paused
+        )
+    {
+        return Err(RuntimeError::WrongStatus {
+            id: id.to_string(),
+            op: "delete",
+            status: container.status(),
+            hint: "stop it first, or pass --force",
+        });
+    }
+    container
+        .delete(force)
+        .map_err(|e| RuntimeError::lc("delete", id, e))?;
+    tracing::info!(id, "deleted");
+    Ok(())
+}
