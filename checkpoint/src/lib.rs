@@ -1,1 +1,38 @@
-//! godwit embedded dumper
+//! godwit's embedded process dumper: freeze a process tree, write its state
+//! to an image directory, and rebuild it into a stub process — with ptrace,
+//! /proc and injected syscalls (no CRIU, no parasite blob).
+//!
+//! Entry points: [`dump`] and [`restore`]; [`stub::Stub`] makes a process to
+//! restore into.
+
+pub mod error;
+pub mod files;
+pub mod freeze;
+pub mod image;
+pub mod memory;
+pub mod pipes;
+pub mod proc;
+pub mod ptrace;
+pub mod signals;
+pub mod stub;
+pub mod sys;
+pub mod task;
+pub mod threads;
+
+mod dump;
+mod restore;
+
+pub use dump::{dump, DumpOptions, DumpStats, ProcessImage};
+pub use error::{Error, Result};
+pub use restore::{restore, RestoreOptions, RestoreStats};
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}

@@ -1,0 +1,253 @@
+//! `dump()`: freeze a process tree, read its state, write the image, then
+//! release (leave running) or kill it once the image is durable.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::{self, FilesImage};
+use crate::freeze::Frozen;
+use crate::image::{self, Clocks, FormatVersion, Inventory, PagesWriter, ProcessEntry, Versioned};
+use crate::memory::{self, MemoryImage};
+use crate::proc::{self, Status};
+use crate::ptrace::{self, Gadget, Injector, Mem, GADGET_BYTES};
+use crate::signals::{self, SignalImage};
+use crate::sys::Scratch;
+use crate::task::{self, TaskImage};
+use crate::threads::{self, ThreadImage};
+
+/// Size of the scratch page mapped into a process while it is dumped; the
+/// `syscall; int3` gadget sits at its end.
+pub(crate) const SCRATCH_LEN: u64 = 4096;
+pub(crate) const GADGET_OFF: u64 = SCRATCH_LEN - 16;
+
+#[derive(Clone, Debug, Default)]
+pub struct DumpOptions {
+    /// Detach after the dump instead of killing the processes.
+    pub leave_running: bool,
+    /// Compress page data with zstd at this level.
+    pub zstd_level: Option<i32>,
+}
+
+/// Timings in microseconds and sizes, for `stats-dump` and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpStats {
+    pub processes: usize,
+    pub threads: usize,
+    pub pages_written: u64,
+    pub freeze_us: u64,
+    pub frozen_us: u64,
+    pub memdump_us: u64,
+    pub total_us: u64,
+}
+
+/// The record of one process: one image type per module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessImage {
+    pub format: FormatVersion,
+    pub pid: i32,
+    pub memory: MemoryImage,
+    pub threads: Vec<ThreadImage>,
+    pub signals: SignalImage,
+    pub files: FilesImage,
+    pub task: TaskImage,
+}
+
+impl Versioned for ProcessImage {
+    fn format(&self) -> FormatVersion {
+        self.format
+    }
+}
+
+fn us(t: Instant) -> u64 {
+    t.elapsed().as_micros() as u64
+}
+
+pub fn clocks() -> Clocks {
+    let ns = |id| {
+        nix::time::clock_gettime(id)
+            .map(|t| t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128)
+            .unwrap_or(0)
+    };
+    Clocks {
+        realtime_ns: ns(nix::time::ClockId::CLOCK_REALTIME),
+        monotonic_ns: ns(nix::time::ClockId::CLOCK_MONOTONIC),
+        boottime_ns: ns(nix::time::ClockId::CLOCK_BOOTTIME),
+    }
+}
+
+/// Dumps the processes `pids` (host pids; one of them the root whose parent
+/// is outside the set) into the empty or new directory `dir`.
+pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
+    let t0 = Instant::now();
+    let mut stats = DumpStats::default();
+    image::create_dir(dir)?;
+    let frozen = Frozen::freeze(pids)?;
+    stats.freeze_us = us(t0);
+    stats.processes = frozen.procs.len();
+    stats.threads = frozen.thread_count();
+    let t_frozen = Instant::now();
+
+    // The tree, in the dumped pid namespace's numbers.
+    let mut entries = Vec::new();
+    let mut root = None;
+    for p in &frozen.procs {
+        let st = Status::of_pid(p.pid)?;
+        let host_ppid = st.ints("PPid")?.first().copied().unwrap_or(0) as i32;
+        let parent = frozen.procs.iter().find(|q| q.pid == host_ppid);
+        let ns_last = |k: &str| -> Result<i32> {
+            st.ints(k)?
+                .last()
+                .map(|&v| v as i32)
+                .ok_or_else(|| Error::parse(&st.path, k.to_string()))
+        };
+        let ppid = match parent {
+            Some(q) => Status::of_pid(q.pid)?.ns_pid()?,
+            None => {
+                if root.is_some() {
+                    return Err(Error::Unsupported {
+                        pid: p.pid,
+                        what: "a set of processes with more than one root".into(),
+                    });
+                }
+                root = Some(p.pid);
+                0
+            }
+        };
+        let mut tids = Vec::with_capacity(p.tids.len());
+        for &t in &p.tids {
+            tids.push(Status::read(format!("/proc/{}/task/{t}/status", p.pid))?.ns_pid()?);
+        }
+        entries.push((p, ns_last("NSpid")?, ppid, ns_last("NSpgid")?, ns_last("NSsid")?, tids));
+    }
+    let root = root.ok_or_else(|| Error::Unsupported {
+        pid: pids.first().copied().unwrap_or(0),
+        what: "a process set without a root (cycle?)".into(),
+    })?;
+    let vdso = memory::vdso_fingerprint(root, &proc::parse_maps(root)?)?;
+
+    let mut inv_procs = Vec::new();
+    let t_mem = Instant::now();
+    for (p, ns_pid, ppid, pgid, sid, tids) in entries {
+        let pages_name = format!("pages-{ns_pid}.img");
+        let mut pages = PagesWriter::create(dir, &pages_name, opts.zstd_level)?;
+        let img = dump_process(p.pid, ns_pid, &p.tids, &tids, &mut pages)?;
+        stats.pages_written += img.memory.pages_total;
+        let record = image::write_json(dir, &format!("process-{ns_pid}.json"), &img)?;
+        let pages = pages.finish()?;
+        inv_procs.push(ProcessEntry {
+            pid: ns_pid,
+            ppid,
+            pgid,
+            sid,
+            tids,
+            record,
+            pages,
+            pages_zstd: opts.zstd_level.is_some(),
+        });
+    }
+    stats.memdump_us = us(t_mem);
+    let root_ns = inv_procs
+        .iter()
+        .find(|e| e.ppid == 0)
+        .map(|e| e.pid)
+        .unwrap_or(0);
+    let uts = nix::sys::utsname::uname().map_err(|e| Error::sys("uname", e))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let inv = Inventory {
+        format: FormatVersion::CURRENT,
+        godwit_version: env!("CARGO_PKG_VERSION").to_string(),
+        arch: image::ARCH.to_string(),
+        kernel_release: uts.release().to_string_lossy().into_owned(),
+        page_size: crate::page_size(),
+        vdso,
+        dumped_at_unix_ns: now,
+        clocks: clocks(),
+        root_pid: root_ns,
+        processes: inv_procs,
+    };
+    image::write_inventory(dir, &inv)?;
+    stats.frozen_us = us(t_frozen);
+    if opts.leave_running {
+        frozen.release()?;
+    } else {
+        frozen.kill();
+    }
+    stats.total_us = us(t0);
+    tracing::info!(
+        processes = stats.processes,
+        threads = stats.threads,
+        pages = stats.pages_written,
+        freeze_us = stats.freeze_us,
+        frozen_us = stats.frozen_us,
+        total_us = stats.total_us,
+        "dumped"
+    );
+    Ok(stats)
+}
+
+/// Dumps one frozen process. Injection runs on the vDSO's syscall instruction
+/// until a scratch page is mapped; the page is unmapped before returning.
+fn dump_process(pid: i32, ns_pid: i32, host_tids: &[i32], ns_tids: &[i32], pages: &mut PagesWriter) -> Result<ProcessImage> {
+    let maps = proc::parse_maps(pid)?;
+    // Files and task attributes first: an unsupported fd fails before any injection.
+    let files = files::dump(pid)?;
+    let task = task::dump(pid)?;
+    let vdso_insn = memory::vdso_syscall_insn(pid, &maps)?;
+    let leader = host_tids[0];
+    let mut inj = Injector::new(leader, Gadget::Syscall(vdso_insn))?;
+    let addr = inj.syscall(
+        "mmap(scratch)",
+        libc::SYS_mmap,
+        &[
+            0,
+            SCRATCH_LEN,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let result = (|| {
+        let scratch = Scratch {
+            addr,
+            size: GADGET_OFF,
+            mem: Mem::open(pid)?,
+        };
+        scratch.mem.write(addr + GADGET_OFF, &GADGET_BYTES)?;
+        inj.set_gadget(Gadget::SyscallTrap(addr + GADGET_OFF));
+        let brk = inj.syscall("brk", libc::SYS_brk, &[0])?;
+        let signals = signals::dump(pid, leader, &mut inj, &scratch)?;
+        let mut threads = Vec::with_capacity(host_tids.len());
+        threads.push(threads::dump(pid, leader, ns_tids[0], &mut inj, &scratch)?);
+        for (&tid, &ns_tid) in host_tids.iter().zip(ns_tids).skip(1) {
+            let mut t_inj = Injector::new(tid, Gadget::SyscallTrap(addr + GADGET_OFF))?;
+            threads.push(threads::dump(pid, tid, ns_tid, &mut t_inj, &scratch)?);
+            t_inj.finish()?;
+        }
+        let mm = memory::dump_mm(pid, brk)?;
+        let memory = memory::dump(pid, &maps, mm, pages)?;
+        Ok(ProcessImage {
+            format: FormatVersion::CURRENT,
+            pid: ns_pid,
+            memory,
+            threads,
+            signals,
+            files,
+            task,
+        })
+    })();
+    // Always take the scratch page away again (the process may keep running).
+    inj.set_gadget(Gadget::Syscall(vdso_insn));
+    let unmap = inj.syscall("munmap(scratch)", libc::SYS_munmap, &[addr, SCRATCH_LEN]);
+    inj.finish()?;
+    let img = result?;
+    unmap?;
+    let _ = ptrace::get_regs(leader)?;
+    Ok(img)
+}

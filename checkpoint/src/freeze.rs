@@ -1,0 +1,140 @@
+//! Stopping a set of processes: every thread seized and interrupted, with a
+//! guard that detaches them all (leaving them running) however the dump ends.
+
+use std::collections::HashSet;
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::proc;
+use crate::ptrace::{self, Stop};
+
+pub struct FrozenProcess {
+    /// Host pid.
+    pub pid: i32,
+    /// Host tids, the thread-group leader first.
+    pub tids: Vec<i32>,
+}
+
+/// All threads of the given processes in a ptrace stop. Dropping it detaches
+/// every thread, so a failed dump leaves the processes running.
+pub struct Frozen {
+    pub procs: Vec<FrozenProcess>,
+    released: bool,
+}
+
+impl Frozen {
+    /// Seizes and interrupts every thread of `pids`, repeating until no new
+    /// thread appears (threads may be created until their creator is stopped).
+    /// Seize, interrupt and wait are each one pass over the threads.
+    pub fn freeze(pids: &[i32]) -> Result<Self> {
+        let mut frozen = Frozen {
+            procs: Vec::new(),
+            released: false,
+        };
+        for &pid in pids {
+            frozen.procs.push(FrozenProcess {
+                pid,
+                tids: Vec::new(),
+            });
+            let idx = frozen.procs.len() - 1;
+            let mut seen: HashSet<i32> = HashSet::new();
+            loop {
+                let tids = proc::tasks(pid)?;
+                let new: Vec<i32> = tids.into_iter().filter(|t| !seen.contains(t)).collect();
+                if new.is_empty() {
+                    break;
+                }
+                let mut seized = Vec::with_capacity(new.len());
+                for &tid in &new {
+                    seen.insert(tid);
+                    match ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD) {
+                        Ok(()) => seized.push(tid),
+                        // The thread exited between listing and seizing.
+                        Err(Error::Ptrace {
+                            errno: Errno::ESRCH,
+                            ..
+                        }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Record before interrupting so that the guard detaches them on error.
+                frozen.procs[idx].tids.extend(&seized);
+                for &tid in &seized {
+                    ptrace::interrupt(tid)?;
+                }
+                for &tid in &seized {
+                    if !wait_interrupted(tid)? {
+                        frozen.procs[idx].tids.retain(|&t| t != tid);
+                    }
+                }
+            }
+            let leader = frozen.procs[idx].tids.first().copied();
+            if leader != Some(pid) {
+                return Err(Error::Unsupported {
+                    pid,
+                    what: "a process whose thread-group leader has exited".into(),
+                });
+            }
+        }
+        Ok(frozen)
+    }
+
+    pub fn thread_count(&self) -> usize {
+        self.procs.iter().map(|p| p.tids.len()).sum()
+    }
+
+    /// Detaches every thread; the processes continue.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        let mut first_err = None;
+        for p in &self.procs {
+            for &tid in &p.tids {
+                if let Err(e) = ptrace::detach(tid, 0) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// SIGKILLs every process (call only once the image is durable).
+    pub fn kill(mut self) {
+        self.released = true;
+        for p in &self.procs {
+            // SAFETY: plain kill(2) of a pid we hold stopped.
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        }
+        for p in &self.procs {
+            for &tid in &p.tids {
+                let _ = ptrace::detach(tid, 0);
+            }
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.released {
+            for p in &self.procs {
+                for &tid in &p.tids {
+                    let _ = ptrace::detach(tid, 0);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the PTRACE_INTERRUPT stop of `tid`. A signal that was being
+/// delivered is passed on (not lost) and we wait again. Returns false if the
+/// thread exited.
+fn wait_interrupted(tid: i32) -> Result<bool> {
+    loop {
+        match ptrace::wait(tid)? {
+            Stop::Event { .. } => return Ok(true),
+            Stop::Signal(sig) => ptrace::cont(tid, sig)?,
+            Stop::Syscall => ptrace::cont(tid, 0)?,
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(false),
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Address space: VMAs from /proc/PID/maps, populated pages from pagemap,
+//! mm fields (PR_SET_MM_MAP), and the vDSO. Dump and restore side by side.
+//!
+//! Private file mappings are re-mapped from the file at restore and only their
+//! anonymous (COW-ed) pages are in the image; anonymous mappings carry every
+//! present or swapped page. vvar content is never dumped: restore maps this
+//! kernel's vDSO at the dumped address.
+
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::{PagesWriter, VdsoFingerprint};
+use crate::proc::{self, MapsEntry};
+use crate::ptrace::{self, Injector, Mem};
+use crate::sys::{self, Scratch};
+
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAP: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+
+/// Pages read per process_vm_readv batch (and per write to the image).
+const BATCH: usize = 16 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmaKind {
+    /// Private or shared anonymous memory (heap, stacks, MAP_ANONYMOUS, memfd/shm contents).
+    Anon,
+    /// A mapping of a file that still exists at `path`.
+    File { path: String, offset: u64, inode: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    pub shared: bool,
+    pub growsdown: bool,
+    /// Name in maps ("[heap]", "[stack]", a path, ...), informational.
+    pub name: String,
+    pub kind: VmaKind,
+}
+
+/// A run of consecutive pages stored at `offset` in the pages file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRun {
+    pub addr: u64,
+    pub pages: u64,
+    pub offset: u64,
+}
+
+/// The fields PR_SET_MM_MAP takes (see prctl(2)), plus auxv and the exe path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u64>,
+    pub exe: String,
+}
+
+/// Where [vvar] started (ARCH_MAP_VDSO_64 takes it) and where [vdso] was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VdsoPlace {
+    pub vvar_start: u64,
+    pub vdso_start: u64,
+    pub vdso_end: u64,
+}
+
+/// Image record of one address space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryImage {
+    pub vmas: Vec<Vma>,
+    pub mm: MmFields,
+    pub vdso: Option<VdsoPlace>,
+    pub runs: Vec<PageRun>,
+    pub pages_total: u64,
+}
+
+pub fn is_vdso_name(name: &str) -> bool {
+    matches!(name, "[vvar]" | "[vvar_vclock]" | "[vdso]")
+}
+
+fn prot_of(m: &MapsEntry) -> u32 {
+    let mut p = 0;
+    if m.read {
+        p |= libc::PROT_READ;
+    }
+    if m.write {
+        p |= libc::PROT_WRITE;
+    }
+    if m.exec {
+        p |= libc::PROT_EXEC;
+    }
+    p as u32
+}
+
+/// Shared anonymous memory shows up as a deleted pseudo-file.
+fn is_anon_shared_name(name: &str) -> bool {
+    name.starts_with("/dev/zero") || name.starts_with("/memfd:") || name.starts_with("/SYSV")
+}
+
+/// The vDSO of `pid` (its layout and a CRC of its code).
+pub fn vdso_fingerprint(pid: i32, maps: &[MapsEntry]) -> Result<Option<VdsoFingerprint>> {
+    let pages = |name: &str| {
+        maps.iter()
+            .find(|m| m.path == name)
+            .map(|m| (m.end - m.start) / crate::page_size())
+    };
+    let Some(vdso) = maps.iter().find(|m| m.path == "[vdso]") else {
+        return Ok(None);
+    };
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    Mem::open(pid)?.read(vdso.start, &mut code)?;
+    Ok(Some(VdsoFingerprint {
+        vvar_pages: pages("[vvar]").unwrap_or(0),
+        vvar_vclock_pages: pages("[vvar_vclock]").unwrap_or(0),
+        vdso_pages: pages("[vdso]").unwrap_or(0),
+        vdso_crc32: crc32fast::hash(&code),
+    }))
+}
+
+/// Address of a `syscall` instruction in the vDSO of `pid`: dump-time
+/// injection runs there, so the target's own code is never written.
+pub fn vdso_syscall_insn(pid: i32, maps: &[MapsEntry]) -> Result<u64> {
+    let vdso = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or_else(|| Error::Unsupported {
+            pid,
+            what: "a process without a [vdso] mapping".into(),
+        })?;
+    let mut code = vec![0u8; (vdso.end - vdso.start) as usize];
+    Mem::open(pid)?.read(vdso.start, &mut code)?;
+    code.windows(2)
+        .position(|w| w == ptrace::SYSCALL_INSN)
+        .map(|off| vdso.start + off as u64)
+        .ok_or_else(|| Error::Vdso(format!("no syscall instruction in the vDSO of pid {pid}")))
+}
+
+/// Reads mm fields from /proc (and `brk`, which only an injected brk(0) tells).
+pub fn dump_mm(pid: i32, brk: u64) -> Result<MmFields> {
+    let st = proc::Stat::read(pid)?;
+    let auxv_path = format!("/proc/{pid}/auxv");
+    let raw = std::fs::read(&auxv_path).map_err(|e| Error::io(&auxv_path, e))?;
+    let auxv = raw
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let exe = proc::read_link(format!("/proc/{pid}/exe"))?;
+    Ok(MmFields {
+        start_code: st.field(26)?,
+        end_code: st.field(27)?,
+        start_stack: st.field(28)?,
+        start_data: st.field(45)?,
+        end_data: st.field(46)?,
+        start_brk: st.field(47)?,
+        brk,
+        arg_start: st.field(48)?,
+        arg_end: st.field(49)?,
+        env_start: st.field(50)?,
+        env_end: st.field(51)?,
+        auxv,
+        exe: exe.to_string_lossy().into_owned(),
+    })
+}
+
+/// Dumps the VMAs of a stopped process and writes its populated pages.
+pub fn dump(pid: i32, maps: &[MapsEntry], mm: MmFields, out: &mut PagesWriter) -> Result<MemoryImage> {
+    let ps = crate::page_size();
+    let pagemap_path = format!("/proc/{pid}/pagemap");
+    let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
+    let mem = Mem::open(pid)?;
+    let mut vmas = Vec::new();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut vdso = None;
+    // Runs of pages per VMA, with whether the VMA is readable by process_vm_readv.
+    let mut todo: Vec<(u64, u64, bool)> = Vec::new();
+    for m in maps {
+        if m.path == "[vsyscall]" {
+            continue;
+        }
+        if is_vdso_name(&m.path) {
+            let place = vdso.get_or_insert(VdsoPlace {
+                vvar_start: m.start,
+                vdso_start: 0,
+                vdso_end: 0,
+            });
+            place.vvar_start = place.vvar_start.min(m.start);
+            if m.path == "[vdso]" {
+                place.vdso_start = m.start;
+                place.vdso_end = m.end;
+            }
+            continue;
+        }
+        let file_backed = m.path.starts_with('/') && m.inode != 0 && !is_anon_shared_name(&m.path);
+        if file_backed && m.path.ends_with(" (deleted)") {
+            return Err(Error::Unsupported {
+                pid,
+                what: format!("mapping {:#x}-{:#x} of deleted file {}", m.start, m.end, m.path),
+            });
+        }
+        let kind = if file_backed {
+            VmaKind::File {
+                path: m.path.clone(),
+                offset: m.offset,
+                inode: m.inode,
+            }
+        } else {
+            VmaKind::Anon
+        };
+        vmas.push(Vma {
+            start: m.start,
+            end: m.end,
+            prot: prot_of(m),
+            shared: m.shared,
+            growsdown: m.path == "[stack]",
+            name: m.path.clone(),
+            kind,
+        });
+        // Shared file mappings live in the file; nothing to write.
+        if file_backed && m.shared {
+            continue;
+        }
+        let npages = ((m.end - m.start) / ps) as usize;
+        let mut entries = vec![0u8; npages * 8];
+        pagemap
+            .read_exact_at(&mut entries, m.start / ps * 8)
+            .map_err(|e| Error::io(&pagemap_path, e))?;
+        let mut run_start: Option<u64> = None;
+        for i in 0..=npages {
+            let want = if i < npages {
+                let e = u64::from_ne_bytes(entries[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                let populated = e & (PM_PRESENT | PM_SWAP) != 0;
+                // In a private file mapping only COW-ed (anonymous) pages differ from the file.
+                populated && (!file_backed || e & PM_FILE == 0 || e & PM_SWAP != 0)
+            } else {
+                false
+            };
+            let addr = m.start + i as u64 * ps;
+            match (want, run_start) {
+                (true, None) => run_start = Some(addr),
+                (false, Some(s)) => {
+                    todo.push((s, (addr - s) / ps, m.read));
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Split runs to at most BATCH bytes, then copy: one process_vm_readv of
+    // many ranges and one sequential write per batch.
+    let mut pieces: Vec<(u64, usize, bool)> = Vec::new();
+    for (addr, pages, readable) in todo {
+        let mut a = addr;
+        let mut left = (pages * ps) as usize;
+        while left > 0 {
+            let n = left.min(BATCH);
+            pieces.push((a, n, readable));
+            a += n as u64;
+            left -= n;
+        }
+    }
+    let mut buf = vec![0u8; BATCH];
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut ranges: Vec<(u64, usize)> = Vec::new();
+        let mut filled = 0usize;
+        if !pieces[i].2 {
+            // PROT_NONE and friends: process_vm_readv faults, /proc/PID/mem reads.
+            ranges.push((pieces[i].0, pieces[i].1));
+            filled = pieces[i].1;
+            mem.read(pieces[i].0, &mut buf[..filled])?;
+            i += 1;
+        } else {
+            while i < pieces.len() && pieces[i].2 && filled + pieces[i].1 <= BATCH {
+                ranges.push((pieces[i].0, pieces[i].1));
+                filled += pieces[i].1;
+                i += 1;
+            }
+            let got = ptrace::vm_readv(pid, &ranges, &mut buf[..filled])?;
+            if got < filled {
+                // Something became unreadable: /proc/PID/mem for the rest.
+                let mut off = 0usize;
+                for &(addr, len) in &ranges {
+                    if off + len > got {
+                        let skip = got.saturating_sub(off);
+                        mem.read(addr + skip as u64, &mut buf[off + skip..off + len])?;
+                    }
+                    off += len;
+                }
+            }
+        }
+        let mut off = out.offset();
+        for &(addr, len) in &ranges {
+            // Merge with the previous run when contiguous in memory and file.
+            match runs.last_mut() {
+                Some(last) if last.addr + last.pages * ps == addr && last.offset + last.pages * ps == off => {
+                    last.pages += len as u64 / ps;
+                }
+                _ => runs.push(PageRun {
+                    addr,
+                    pages: len as u64 / ps,
+                    offset: off,
+                }),
+            }
+            off += len as u64;
+        }
+        out.write(&buf[..filled])?;
+    }
+    let pages_total = runs.iter().map(|r| r.pages).sum();
+    Ok(MemoryImage {
+        vmas,
+        mm,
+        vdso,
+        runs,
+        pages_total,
+    })
+}
+
+/// Creates every VMA of the image in the (emptied) target by injected
+/// mmap, opening files inside the target so maps show the same paths.
+pub fn restore_vmas(inj: &mut Injector, scratch: &Scratch, img: &MemoryImage) -> Result<()> {
+    for v in &img.vmas {
+        let len = v.end - v.start;
+        let share = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        let mut flags = (share | libc::MAP_FIXED) as u64;
+        if v.growsdown {
+            flags |= libc::MAP_GROWSDOWN as u64;
+        }
+        match &v.kind {
+            VmaKind::Anon => {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                let u64max = u64::MAX;
+                inj.syscall(
+                    "mmap(anon)",
+                    libc::SYS_mmap,
+                    &[v.start, len, v.prot as u64, flags, u64max, 0],
+                )?;
+            }
+            VmaKind::File { path, offset, .. } => {
+                let oflags = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 {
+                    libc::O_RDWR
+                } else {
+                    libc::O_RDONLY
+                };
+                let fd = sys::open_in(inj, scratch, path, oflags | libc::O_CLOEXEC, 0)?;
+                let r = inj.syscall(
+                    "mmap(file)",
+                    libc::SYS_mmap,
+                    &[v.start, len, v.prot as u64, flags, fd, *offset],
+                );
+                inj.syscall("close", libc::SYS_close, &[fd])?;
+                r?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the image's pages into the target through /proc/PID/mem (FOLL_FORCE
+/// reaches read-only and PROT_NONE pages), one write per run.
+pub fn restore_pages(mem: &Mem, img: &MemoryImage, pages: &[u8], file: &str) -> Result<()> {
+    let ps = crate::page_size();
+    for r in &img.runs {
+        let len = r.pages * ps;
+        let data = pages
+            .get(r.offset as usize..(r.offset + len) as usize)
+            .ok_or_else(|| Error::image(file, format!("page run at {:#x} lies beyond the file", r.addr)))?;
+        mem.write(r.addr, data)?;
+    }
+    Ok(())
+}
+
+/// `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Sets code/data/brk/stack/arg/env/auxv and the exe link in one PR_SET_MM_MAP
+/// (the single-field forms need CAP_SYS_RESOURCE). Call after the stub's
+/// own executable is unmapped, or exe_fd fails with EBUSY.
+pub fn restore_mm(inj: &mut Injector, scratch: &Scratch, mm: &MmFields) -> Result<()> {
+    let exe_fd = sys::open_in(inj, scratch, &mm.exe, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+    let auxv_bytes: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let auxv_addr = scratch.put(1024, &auxv_bytes)?;
+    let map = PrctlMmMap {
+        start_code: mm.start_code,
+        end_code: mm.end_code,
+        start_data: mm.start_data,
+        end_data: mm.end_data,
+        start_brk: mm.start_brk,
+        brk: mm.brk,
+        start_stack: mm.start_stack,
+        arg_start: mm.arg_start,
+        arg_end: mm.arg_end,
+        env_start: mm.env_start,
+        env_end: mm.env_end,
+        auxv: auxv_addr,
+        auxv_size: auxv_bytes.len() as u32,
+        exe_fd: exe_fd as u32,
+    };
+    // SAFETY: PrctlMmMap is repr(C) plain data.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            &map as *const PrctlMmMap as *const u8,
+            std::mem::size_of::<PrctlMmMap>(),
+        )
+    };
+    let addr = scratch.put(0, bytes)?;
+    let r = inj.syscall(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[
+            libc::PR_SET_MM as u64,
+            libc::PR_SET_MM_MAP as u64,
+            addr,
+            bytes.len() as u64,
+        ],
+    );
+    inj.syscall("close", libc::SYS_close, &[exe_fd])?;
+    r.map(drop)
+}
+
+/// Maps this kernel's vDSO at the dumped [vvar] start, refusing an image
+/// whose vDSO differs from this kernel's (no trampolines yet).
+pub fn restore_vdso(
+    inj: &mut Injector,
+    pid: i32,
+    place: &VdsoPlace,
+    dumped: Option<&VdsoFingerprint>,
+) -> Result<()> {
+    let ours = vdso_fingerprint(std::process::id() as i32, &proc::parse_maps(std::process::id() as i32)?)?;
+    if dumped != ours.as_ref() {
+        return Err(Error::Vdso(format!(
+            "the image's vDSO ({dumped:?}) differs from this kernel's ({ours:?}); cannot restore without trampolines"
+        )));
+    }
+    const ARCH_MAP_VDSO_64: u64 = 0x2003;
+    inj.syscall(
+        "arch_prctl(ARCH_MAP_VDSO_64)",
+        libc::SYS_arch_prctl,
+        &[ARCH_MAP_VDSO_64, place.vvar_start],
+    )?;
+    // If the range was busy the kernel silently maps it elsewhere: check.
+    let maps = proc::parse_maps(pid)?;
+    let vdso = maps.iter().find(|m| m.path == "[vdso]");
+    let vvar = maps.iter().find(|m| m.path == "[vvar]");
+    match (vvar, vdso) {
+        (Some(vv), Some(vd)) if vv.start == place.vvar_start && vd.start == place.vdso_start => Ok(()),
+        _ => Err(Error::Vdso(format!(
+            "vDSO landed at {:?}/{:?}, wanted [vvar] at {:#x} and [vdso] at {:#x}",
+            vvar.map(|m| m.start),
+            vdso.map(|m| m.start),
+            place.vvar_start,
+            place.vdso_start
+        ))),
+    }
+}

@@ -1,0 +1,84 @@
+//! Signal dispositions (read and set by injected rt_sigaction: no other
+//! interface exposes them) and process-wide pending signals.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::proc::Status;
+use crate::ptrace::{self, Injector};
+use crate::sys::Scratch;
+use crate::threads::{hex, unhex};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub sig: i32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalImage {
+    /// Only signals that are caught or ignored; the rest are SIG_DFL.
+    pub actions: Vec<SigAction>,
+    /// Process-wide pending signals: raw siginfo, hex.
+    pub pending_shared: Vec<String>,
+}
+
+pub fn dump(pid: i32, leader: i32, inj: &mut Injector, scratch: &Scratch) -> Result<SignalImage> {
+    let st = Status::of_pid(pid)?;
+    let interesting = st.hex("SigCgt")? | st.hex("SigIgn")?;
+    let mut actions = Vec::new();
+    for sig in 1..=64 {
+        if interesting & (1u64 << (sig - 1)) == 0 || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        inj.syscall(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[sig as u64, 0, scratch.addr, 8],
+        )?;
+        let b = scratch.get(0, 32)?;
+        let w = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        actions.push(SigAction {
+            sig,
+            handler: w(0),
+            flags: w(8),
+            restorer: w(16),
+            mask: w(24),
+        });
+    }
+    let pending_shared = ptrace::peek_siginfo(leader, true)?
+        .iter()
+        .map(|s| hex(s))
+        .collect();
+    Ok(SignalImage {
+        actions,
+        pending_shared,
+    })
+}
+
+/// Sets dispositions, then queues the process-wide pending signals (from
+/// inside the leader, so si_code >= 0 is accepted).
+pub fn restore(inj: &mut Injector, scratch: &Scratch, tgid: i32, img: &SignalImage) -> Result<()> {
+    for a in &img.actions {
+        let mut b = Vec::with_capacity(32);
+        for w in [a.handler, a.flags, a.restorer, a.mask] {
+            b.extend_from_slice(&w.to_ne_bytes());
+        }
+        let addr = scratch.put(0, &b)?;
+        inj.syscall("rt_sigaction", libc::SYS_rt_sigaction, &[a.sig as u64, addr, 0, 8])?;
+    }
+    for s in &img.pending_shared {
+        let info = unhex(s).ok_or_else(|| Error::restore(tgid, "bad pending siginfo"))?;
+        let sig = i32::from_ne_bytes(info[0..4].try_into().unwrap_or([0; 4]));
+        let a = scratch.put(128, &info)?;
+        inj.syscall(
+            "rt_sigqueueinfo",
+            libc::SYS_rt_sigqueueinfo,
+            &[tgid as u64, sig as u64, a],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Process-wide attributes: cwd, root, umask, personality, rlimits, creds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::proc::{self, Status};
+use crate::ptrace::Injector;
+use crate::sys::{Scratch, PATH_OFF};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    /// real, effective, saved, fs
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskImage {
+    pub cwd: String,
+    pub root: String,
+    pub umask: u32,
+    pub personality: u64,
+    pub rlimits: Vec<Rlimit>,
+    pub creds: Creds,
+}
+
+fn prlimit(pid: i32, resource: u32, new: Option<&libc::rlimit64>) -> std::result::Result<libc::rlimit64, nix::errno::Errno> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let newp = new.map_or(std::ptr::null(), |n| n as *const libc::rlimit64);
+    // SAFETY: valid pointers to rlimit64 structs.
+    let r = unsafe { libc::prlimit64(pid, resource as _, newp, &mut old) };
+    if r != 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(old)
+}
+
+pub fn dump(pid: i32) -> Result<TaskImage> {
+    let st = Status::of_pid(pid)?;
+    let ids = |k: &str| -> Result<Vec<u32>> { Ok(st.ints(k)?.into_iter().map(|v| v as u32).collect()) };
+    let pers = proc::read_string(format!("/proc/{pid}/personality"))?;
+    let personality = u64::from_str_radix(pers.trim(), 16)
+        .map_err(|_| Error::parse(format!("/proc/{pid}/personality"), pers.trim()))?;
+    let mut rlimits = Vec::new();
+    for resource in 0..16u32 {
+        let r = prlimit(pid, resource, None).map_err(|e| Error::sys(format!("prlimit({pid}, {resource})"), e))?;
+        rlimits.push(Rlimit {
+            resource,
+            cur: r.rlim_cur,
+            max: r.rlim_max,
+        });
+    }
+    Ok(TaskImage {
+        cwd: proc::read_link(format!("/proc/{pid}/cwd"))?.to_string_lossy().into_owned(),
+        root: proc::read_link(format!("/proc/{pid}/root"))?.to_string_lossy().into_owned(),
+        umask: st.octal("Umask")?,
+        personality,
+        rlimits,
+        creds: Creds {
+            uids: ids("Uid")?,
+            gids: ids("Gid")?,
+            groups: ids("Groups").unwrap_or_default(),
+            cap_inh: st.hex("CapInh")?,
+            cap_prm: st.hex("CapPrm")?,
+            cap_eff: st.hex("CapEff")?,
+            cap_bnd: st.hex("CapBnd")?,
+            cap_amb: st.hex("CapAmb")?,
+            no_new_privs: st.get("NoNewPrivs")? == "1",
+        },
+    })
+}
+
+/// cwd, umask, personality by injection. The root directory is the stub's
+/// (the caller built it); a different one is only reported.
+pub fn restore_inside(inj: &mut Injector, scratch: &Scratch, host_pid: i32, img: &TaskImage) -> Result<()> {
+    let p = scratch.put_cstr(PATH_OFF, &img.cwd)?;
+    inj.syscall("chdir", libc::SYS_chdir, &[p])?;
+    inj.syscall("umask", libc::SYS_umask, &[img.umask as u64])?;
+    inj.syscall("personality", libc::SYS_personality, &[img.personality])?;
+    let root = proc::read_link(format!("/proc/{host_pid}/root"))?;
+    if root.to_string_lossy() != img.root {
+        tracing::warn!(pid = host_pid, dumped = %img.root, now = %root.display(), "root directory differs");
+    }
+    Ok(())
+}
+
+/// Sets rlimits from outside. Without CAP_SYS_RESOURCE a hard limit cannot be
+/// raised: such limits are clamped to the current hard limit and returned.
+pub fn restore_rlimits(host_pid: i32, img: &TaskImage) -> Result<Vec<Rlimit>> {
+    let mut clamped = Vec::new();
+    for r in &img.rlimits {
+        let now = prlimit(host_pid, r.resource, None)
+            .map_err(|e| Error::sys(format!("prlimit({host_pid}, {})", r.resource), e))?;
+        let want = libc::rlimit64 {
+            rlim_cur: r.cur,
+            rlim_max: r.max,
+        };
+        if prlimit(host_pid, r.resource, Some(&want)).is_ok() {
+            continue;
+        }
+        let max = r.max.min(now.rlim_max);
+        let cur = r.cur.min(max);
+        let fallback = libc::rlimit64 {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        prlimit(host_pid, r.resource, Some(&fallback))
+            .map_err(|e| Error::sys(format!("prlimit({host_pid}, {}) clamped", r.resource), e))?;
+        tracing::warn!(pid = host_pid, resource = r.resource, want_max = r.max, got_max = max, "rlimit clamped");
+        clamped.push(*r);
+    }
+    Ok(clamped)
+}
+
+/// Credentials last (after everything that needs privilege): groups, gids,
+/// uids, then no_new_privs. Capabilities other than the full set are not
+/// restored yet and are refused.
+pub fn restore_creds(inj: &mut Injector, scratch: &Scratch, pid: i32, c: &Creds) -> Result<()> {
+    let root = c.uids.iter().all(|&u| u == 0) && c.gids.iter().all(|&g| g == 0);
+    if !root {
+        if c.cap_eff != 0 || c.cap_prm != 0 {
+            return Err(Error::restore(pid, "non-root credentials with capabilities (not supported yet)"));
+        }
+        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let a = scratch.put(0, &groups)?;
+        inj.syscall("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, a])?;
+        let g = |i: usize| c.gids.get(i).copied().unwrap_or(0) as u64;
+        let u = |i: usize| c.uids.get(i).copied().unwrap_or(0) as u64;
+        inj.syscall("setresgid", libc::SYS_setresgid, &[g(0), g(1), g(2)])?;
+        inj.syscall("setresuid", libc::SYS_setresuid, &[u(0), u(1), u(2)])?;
+    }
+    if c.no_new_privs {
+        inj.syscall("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+    }
+    Ok(())
+}
