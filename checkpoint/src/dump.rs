@@ -17,6 +17,7 @@ use crate::signals::{self, SignalImage};
 use crate::sys::Scratch;
 use crate::task::{self, TaskImage};
 use crate::threads::{self, ThreadImage};
+use crate::timers::{self, TimersImage};
 
 /// Size of the scratch page mapped into a process while it is dumped; the
 /// `syscall; int3` gadget sits at its end.
@@ -53,6 +54,8 @@ pub struct ProcessImage {
     pub signals: SignalImage,
     pub files: FilesImage,
     pub task: TaskImage,
+    #[serde(default)]
+    pub timers: TimersImage,
 }
 
 impl Versioned for ProcessImage {
@@ -120,7 +123,14 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
         for &t in &p.tids {
             tids.push(Status::read(format!("/proc/{}/task/{t}/status", p.pid))?.ns_pid()?);
         }
-        entries.push((p, ns_last("NSpid")?, ppid, ns_last("NSpgid")?, ns_last("NSsid")?, tids));
+        entries.push((
+            p,
+            ns_last("NSpid")?,
+            ppid,
+            ns_last("NSpgid")?,
+            ns_last("NSsid")?,
+            tids,
+        ));
     }
     let root = root.ok_or_else(|| Error::Unsupported {
         pid: pids.first().copied().unwrap_or(0),
@@ -193,7 +203,13 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
 
 /// Dumps one frozen process. Injection runs on the vDSO's syscall instruction
 /// until a scratch page is mapped; the page is unmapped before returning.
-fn dump_process(pid: i32, ns_pid: i32, host_tids: &[i32], ns_tids: &[i32], pages: &mut PagesWriter) -> Result<ProcessImage> {
+fn dump_process(
+    pid: i32,
+    ns_pid: i32,
+    host_tids: &[i32],
+    ns_tids: &[i32],
+    pages: &mut PagesWriter,
+) -> Result<ProcessImage> {
     let maps = proc::parse_maps(pid)?;
     // Files and task attributes first: an unsupported fd fails before any injection.
     let files = files::dump(pid)?;
@@ -223,6 +239,7 @@ fn dump_process(pid: i32, ns_pid: i32, host_tids: &[i32], ns_tids: &[i32], pages
         inj.set_gadget(Gadget::SyscallTrap(addr + GADGET_OFF));
         let brk = inj.syscall("brk", libc::SYS_brk, &[0])?;
         let signals = signals::dump(pid, leader, &mut inj, &scratch)?;
+        let timers = timers::dump(&mut inj, &scratch)?;
         let mut threads = Vec::with_capacity(host_tids.len());
         threads.push(threads::dump(pid, leader, ns_tids[0], &mut inj, &scratch)?);
         for (&tid, &ns_tid) in host_tids.iter().zip(ns_tids).skip(1) {
@@ -240,6 +257,7 @@ fn dump_process(pid: i32, ns_pid: i32, host_tids: &[i32], ns_tids: &[i32], pages
             signals,
             files,
             task,
+            timers,
         })
     })();
     // Always take the scratch page away again (the process may keep running).

@@ -18,7 +18,10 @@ use crate::sys::{self, Scratch};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FdKind {
     /// Reopened by path: regular file, directory, character device.
-    Path { path: String, pos: u64 },
+    Path {
+        path: String,
+        pos: u64,
+    },
     Pipe(PipeEnd),
 }
 
@@ -121,14 +124,15 @@ pub fn dump(pid: i32) -> Result<FilesImage> {
             meta: &meta,
             pos,
         };
-        let entry = KINDS
-            .iter()
-            .find(|k| (k.matches)(&ctx))
-            .ok_or_else(|| Error::UnsupportedFd {
-                pid,
-                fd,
-                kind: kind_name(&link, &meta),
-            })?;
+        let entry =
+            KINDS
+                .iter()
+                .find(|k| (k.matches)(&ctx))
+                .ok_or_else(|| Error::UnsupportedFd {
+                    pid,
+                    fd,
+                    kind: kind_name(&link, &meta),
+                })?;
         tracing::debug!(pid, fd, kind = entry.name, "dump fd");
         let kind = (entry.dump)(&ctx, &mut img)?;
         img.fds.push(FdImage {
@@ -142,7 +146,12 @@ pub fn dump(pid: i32) -> Result<FilesImage> {
 }
 
 /// Recreates every fd at its number. The stub's own fds must be closed first.
-pub fn restore(inj: &mut Injector, scratch: &Scratch, host_pid: i32, img: &FilesImage) -> Result<()> {
+pub fn restore(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    host_pid: i32,
+    img: &FilesImage,
+) -> Result<()> {
     let mut pipes = pipes::Restorer::new(host_pid, &img.pipes);
     // Numbers we still have to fill: a temporary fd must not sit on one.
     let mut pending: Vec<i32> = img.fds.iter().map(|f| f.fd).collect();
@@ -150,10 +159,15 @@ pub fn restore(inj: &mut Injector, scratch: &Scratch, host_pid: i32, img: &Files
         pending.retain(|&n| n != f.fd);
         match &f.kind {
             FdKind::Path { path, pos } => {
-                let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                let flags =
+                    f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
                 let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;
                 if *pos != 0 {
-                    inj.syscall("lseek", libc::SYS_lseek, &[tmp, *pos, libc::SEEK_SET as u64])?;
+                    inj.syscall(
+                        "lseek",
+                        libc::SYS_lseek,
+                        &[tmp, *pos, libc::SEEK_SET as u64],
+                    )?;
                 }
                 sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
             }

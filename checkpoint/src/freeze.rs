@@ -98,7 +98,9 @@ impl Frozen {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// SIGKILLs every process (call only once the image is durable).
+    /// SIGKILLs every process (call only once the image is durable). The
+    /// threads die without running another instruction; as their tracer we
+    /// reap each one, or the traced zombies would keep the group alive.
     pub fn kill(mut self) {
         self.released = true;
         for p in &self.procs {
@@ -106,10 +108,33 @@ impl Frozen {
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
         for p in &self.procs {
-            for &tid in &p.tids {
-                let _ = ptrace::detach(tid, 0);
-            }
+            reap_killed(&p.tids);
         }
+    }
+}
+
+/// Collects the exit of every (SIGKILLed) traced thread. Threads finish
+/// dying in an order we do not control (the namespace's reaper thread waits
+/// for all the others), so poll them all rather than wait on one.
+pub(crate) fn reap_killed(tids: &[i32]) {
+    let mut left: Vec<i32> = tids.to_vec();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        let before = left.len();
+        left.retain(|&tid| match ptrace::try_wait(tid) {
+            Ok(Some(Stop::Exited(_))) | Ok(Some(Stop::Killed(_))) | Err(_) => false,
+            Ok(Some(_)) => {
+                let _ = ptrace::cont(tid, 0);
+                true
+            }
+            Ok(None) => true,
+        });
+        if left.len() == before {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    if !left.is_empty() {
+        tracing::warn!(?left, "killed threads not reaped");
     }
 }
 

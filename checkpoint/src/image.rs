@@ -223,22 +223,29 @@ impl ImageReader {
         // Check the version before the full parse: a newer major may not parse.
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::image(&path, format!("not valid JSON (truncated?): {e}")))?;
-        let format: FormatVersion = serde_json::from_value(v.get("format").cloned().unwrap_or_default())
-            .map_err(|e| Error::image(&path, format!("field format: {e}")))?;
+        let format: FormatVersion =
+            serde_json::from_value(v.get("format").cloned().unwrap_or_default())
+                .map_err(|e| Error::image(&path, format!("field format: {e}")))?;
         format.check(&path)?;
         let inventory: Inventory =
             serde_json::from_value(v).map_err(|e| Error::image(&path, e.to_string()))?;
         if inventory.arch != ARCH {
             return Err(Error::image(
                 &path,
-                format!("field arch: image is for {}, this host is {ARCH}", inventory.arch),
+                format!(
+                    "field arch: image is for {}, this host is {ARCH}",
+                    inventory.arch
+                ),
             ));
         }
         let page_size = crate::page_size();
         if inventory.page_size != page_size {
             return Err(Error::image(
                 &path,
-                format!("field page_size: image has {}, host has {page_size}", inventory.page_size),
+                format!(
+                    "field page_size: image has {}, host has {page_size}",
+                    inventory.page_size
+                ),
             ));
         }
         Ok(ImageReader {
@@ -254,8 +261,9 @@ impl ImageReader {
         check_sum(&path, &bytes, fref)?;
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::image(&path, e.to_string()))?;
-        let format: FormatVersion = serde_json::from_value(v.get("format").cloned().unwrap_or_default())
-            .map_err(|e| Error::image(&path, format!("field format: {e}")))?;
+        let format: FormatVersion =
+            serde_json::from_value(v.get("format").cloned().unwrap_or_default())
+                .map_err(|e| Error::image(&path, format!("field format: {e}")))?;
         format.check(&path)?;
         let t: T = serde_json::from_value(v).map_err(|e| Error::image(&path, e.to_string()))?;
         Ok(t)
@@ -290,14 +298,21 @@ fn check_sum(path: &Path, bytes: &[u8], fref: &FileRef) -> Result<()> {
     if bytes.len() as u64 != fref.len {
         return Err(Error::image(
             path,
-            format!("length {}, inventory says {} (truncated?)", bytes.len(), fref.len),
+            format!(
+                "length {}, inventory says {} (truncated?)",
+                bytes.len(),
+                fref.len
+            ),
         ));
     }
     let crc = crc32fast::hash(bytes);
     if crc != fref.crc32 {
         return Err(Error::image(
             path,
-            format!("CRC-32 {crc:08x}, inventory says {:08x}: image is corrupt", fref.crc32),
+            format!(
+                "CRC-32 {crc:08x}, inventory says {:08x}: image is corrupt",
+                fref.crc32
+            ),
         ));
     }
     Ok(())
@@ -335,7 +350,9 @@ impl Pages {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             // SAFETY: the mapping lives as long as self and is never written.
-            Pages::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr as *const u8, *len) },
+            Pages::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts(*ptr as *const u8, *len)
+            },
             Pages::Owned(v) => v,
         }
     }

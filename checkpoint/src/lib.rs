@@ -18,6 +18,7 @@ pub mod stub;
 pub mod sys;
 pub mod task;
 pub mod threads;
+pub mod timers;
 
 mod dump;
 mod restore;

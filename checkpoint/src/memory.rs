@@ -28,7 +28,11 @@ pub enum VmaKind {
     /// Private or shared anonymous memory (heap, stacks, MAP_ANONYMOUS, memfd/shm contents).
     Anon,
     /// A mapping of a file that still exists at `path`.
-    File { path: String, offset: u64, inode: u64 },
+    File {
+        path: String,
+        offset: u64,
+        inode: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +181,12 @@ pub fn dump_mm(pid: i32, brk: u64) -> Result<MmFields> {
 }
 
 /// Dumps the VMAs of a stopped process and writes its populated pages.
-pub fn dump(pid: i32, maps: &[MapsEntry], mm: MmFields, out: &mut PagesWriter) -> Result<MemoryImage> {
+pub fn dump(
+    pid: i32,
+    maps: &[MapsEntry],
+    mm: MmFields,
+    out: &mut PagesWriter,
+) -> Result<MemoryImage> {
     let ps = crate::page_size();
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
@@ -208,7 +217,10 @@ pub fn dump(pid: i32, maps: &[MapsEntry], mm: MmFields, out: &mut PagesWriter) -
         if file_backed && m.path.ends_with(" (deleted)") {
             return Err(Error::Unsupported {
                 pid,
-                what: format!("mapping {:#x}-{:#x} of deleted file {}", m.start, m.end, m.path),
+                what: format!(
+                    "mapping {:#x}-{:#x} of deleted file {}",
+                    m.start, m.end, m.path
+                ),
             });
         }
         let kind = if file_backed {
@@ -307,7 +319,10 @@ pub fn dump(pid: i32, maps: &[MapsEntry], mm: MmFields, out: &mut PagesWriter) -
         for &(addr, len) in &ranges {
             // Merge with the previous run when contiguous in memory and file.
             match runs.last_mut() {
-                Some(last) if last.addr + last.pages * ps == addr && last.offset + last.pages * ps == off => {
+                Some(last)
+                    if last.addr + last.pages * ps == addr
+                        && last.offset + last.pages * ps == off =>
+                {
                     last.pages += len as u64 / ps;
                 }
                 _ => runs.push(PageRun {
@@ -335,7 +350,11 @@ pub fn dump(pid: i32, maps: &[MapsEntry], mm: MmFields, out: &mut PagesWriter) -
 pub fn restore_vmas(inj: &mut Injector, scratch: &Scratch, img: &MemoryImage) -> Result<()> {
     for v in &img.vmas {
         let len = v.end - v.start;
-        let share = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        let share = if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
         let mut flags = (share | libc::MAP_FIXED) as u64;
         if v.growsdown {
             flags |= libc::MAP_GROWSDOWN as u64;
@@ -378,7 +397,12 @@ pub fn restore_pages(mem: &Mem, img: &MemoryImage, pages: &[u8], file: &str) -> 
         let len = r.pages * ps;
         let data = pages
             .get(r.offset as usize..(r.offset + len) as usize)
-            .ok_or_else(|| Error::image(file, format!("page run at {:#x} lies beyond the file", r.addr)))?;
+            .ok_or_else(|| {
+                Error::image(
+                    file,
+                    format!("page run at {:#x} lies beyond the file", r.addr),
+                )
+            })?;
         mem.write(r.addr, data)?;
     }
     Ok(())
@@ -456,7 +480,10 @@ pub fn restore_vdso(
     place: &VdsoPlace,
     dumped: Option<&VdsoFingerprint>,
 ) -> Result<()> {
-    let ours = vdso_fingerprint(std::process::id() as i32, &proc::parse_maps(std::process::id() as i32)?)?;
+    let ours = vdso_fingerprint(
+        std::process::id() as i32,
+        &proc::parse_maps(std::process::id() as i32)?,
+    )?;
     if dumped != ours.as_ref() {
         return Err(Error::Vdso(format!(
             "the image's vDSO ({dumped:?}) differs from this kernel's ({ours:?}); cannot restore without trampolines"
@@ -473,7 +500,9 @@ pub fn restore_vdso(
     let vdso = maps.iter().find(|m| m.path == "[vdso]");
     let vvar = maps.iter().find(|m| m.path == "[vvar]");
     match (vvar, vdso) {
-        (Some(vv), Some(vd)) if vv.start == place.vvar_start && vd.start == place.vdso_start => Ok(()),
+        (Some(vv), Some(vd)) if vv.start == place.vvar_start && vd.start == place.vdso_start => {
+            Ok(())
+        }
         _ => Err(Error::Vdso(format!(
             "vDSO landed at {:?}/{:?}, wanted [vvar] at {:#x} and [vdso] at {:#x}",
             vvar.map(|m| m.start),

@@ -34,7 +34,8 @@ fn inode_of(link: &str) -> Option<u64> {
 }
 
 pub fn dump_fd(c: &FdCtx, img: &mut FilesImage) -> Result<FdKind> {
-    let inode = inode_of(c.link).ok_or_else(|| Error::parse(format!("/proc/{}/fd/{}", c.pid, c.fd), c.link))?;
+    let inode = inode_of(c.link)
+        .ok_or_else(|| Error::parse(format!("/proc/{}/fd/{}", c.pid, c.fd), c.link))?;
     let info = crate::proc::fdinfo(c.pid, c.fd)?;
     let flags = info.octal("flags")? as i32;
     let write_end = flags & libc::O_ACCMODE == libc::O_WRONLY;
@@ -110,13 +111,24 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    pub fn restore_fd(&mut self, inj: &mut Injector, scratch: &Scratch, f: &FdImage, end: &PipeEnd) -> Result<()> {
+    pub fn restore_fd(
+        &mut self,
+        inj: &mut Injector,
+        scratch: &Scratch,
+        f: &FdImage,
+        end: &PipeEnd,
+    ) -> Result<()> {
         if !self.spare.contains_key(&end.inode) {
             let img = self
                 .images
                 .iter()
                 .find(|p| p.inode == end.inode)
-                .ok_or_else(|| Error::restore(self.host_pid, format!("fd {}: no record of pipe {}", f.fd, end.inode)))?;
+                .ok_or_else(|| {
+                    Error::restore(
+                        self.host_pid,
+                        format!("fd {}: no record of pipe {}", f.fd, end.inode),
+                    )
+                })?;
             // High fds so they never sit on a number still to be restored.
             let a = scratch.put(0, &[0u8; 8])?;
             inj.syscall("pipe2", libc::SYS_pipe2, &[a, libc::O_CLOEXEC as u64])?;
@@ -139,7 +151,8 @@ impl<'a> Restorer<'a> {
                     &[hi[1], libc::F_SETPIPE_SZ as u64, img.capacity],
                 )?;
             }
-            let data = unhex(&img.data).ok_or_else(|| Error::restore(self.host_pid, "bad pipe data"))?;
+            let data =
+                unhex(&img.data).ok_or_else(|| Error::restore(self.host_pid, "bad pipe data"))?;
             if !data.is_empty() {
                 let path = format!("/proc/{}/fd/{}", self.host_pid, hi[1]);
                 let mut w = OpenOptions::new()
@@ -150,8 +163,15 @@ impl<'a> Restorer<'a> {
             }
             self.spare.insert(end.inode, (Some(hi[0]), Some(hi[1])));
         }
-        let slot = self.spare.get_mut(&end.inode).ok_or_else(|| Error::restore(self.host_pid, "pipe"))?;
-        let have = if end.write_end { &mut slot.1 } else { &mut slot.0 };
+        let slot = self
+            .spare
+            .get_mut(&end.inode)
+            .ok_or_else(|| Error::restore(self.host_pid, "pipe"))?;
+        let have = if end.write_end {
+            &mut slot.1
+        } else {
+            &mut slot.0
+        };
         let from = match have.take() {
             Some(fd) => fd,
             // A second fd for the same end: duplicate the one already placed.
@@ -161,7 +181,9 @@ impl<'a> Restorer<'a> {
                     .iter()
                     .find(|p| p.0 == end.inode && p.1 == end.write_end)
                     .map(|p| p.2)
-                    .ok_or_else(|| Error::restore(self.host_pid, format!("fd {}: pipe end lost", f.fd)))?;
+                    .ok_or_else(|| {
+                        Error::restore(self.host_pid, format!("fd {}: pipe end lost", f.fd))
+                    })?;
                 inj.syscall(
                     "fcntl(F_DUPFD_CLOEXEC)",
                     libc::SYS_fcntl,
@@ -171,7 +193,11 @@ impl<'a> Restorer<'a> {
         };
         sys::move_fd(inj, from, f.fd, f.cloexec)?;
         let fl = f.flags & (libc::O_NONBLOCK | libc::O_APPEND);
-        inj.syscall("fcntl(F_SETFL)", libc::SYS_fcntl, &[f.fd as u64, libc::F_SETFL as u64, fl as u64])?;
+        inj.syscall(
+            "fcntl(F_SETFL)",
+            libc::SYS_fcntl,
+            &[f.fd as u64, libc::F_SETFL as u64, fl as u64],
+        )?;
         self.placed.push((end.inode, end.write_end, f.fd));
         Ok(())
     }

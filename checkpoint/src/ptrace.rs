@@ -77,7 +77,10 @@ pub struct RseqConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
     /// PTRACE_EVENT_* stop; `event == 128` is PTRACE_EVENT_STOP (interrupt or group-stop).
-    Event { sig: i32, event: i32 },
+    Event {
+        sig: i32,
+        event: i32,
+    },
     /// Signal-delivery-stop.
     Signal(i32),
     /// Syscall-enter or -exit stop (PTRACE_O_TRACESYSGOOD).
@@ -96,7 +99,14 @@ fn raw(op: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result::Res
     Errno::clear();
     // SAFETY: every request below passes either integers or pointers to live,
     // correctly sized buffers owned by the caller.
-    let r = unsafe { libc::ptrace(op, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            op,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if r == -1 {
         let e = Errno::last();
         if e != Errno::UnknownErrno {
@@ -135,7 +145,14 @@ pub fn detach(tid: i32, sig: i32) -> Result<()> {
 }
 
 pub fn set_options(tid: i32, options: u32) -> Result<()> {
-    req("SETOPTIONS", libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+    req(
+        "SETOPTIONS",
+        libc::PTRACE_SETOPTIONS,
+        tid,
+        0,
+        options as usize,
+    )
+    .map(drop)
 }
 
 /// Waits for a state change of exactly `tid` (never -1: waiting on any child
@@ -155,6 +172,23 @@ pub fn wait(tid: i32) -> Result<Stop> {
         break;
     }
     Ok(decode(status))
+}
+
+/// Like [`wait`] but returns None at once if `tid` has nothing to report.
+pub fn try_wait(tid: i32) -> Result<Option<Stop>> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == -1 {
+            let errno = Errno::last();
+            if errno == Errno::EINTR {
+                continue;
+            }
+            return Err(Error::Wait { tid, errno });
+        }
+        return Ok(if r == 0 { None } else { Some(decode(status)) });
+    }
 }
 
 fn decode(status: libc::c_int) -> Stop {
@@ -177,12 +211,25 @@ fn decode(status: libc::c_int) -> Stop {
 
 pub fn get_regs(tid: i32) -> Result<Regs> {
     let mut regs = Regs::default();
-    req("GETREGS", libc::PTRACE_GETREGS, tid, 0, &mut regs as *mut Regs as usize)?;
+    req(
+        "GETREGS",
+        libc::PTRACE_GETREGS,
+        tid,
+        0,
+        &mut regs as *mut Regs as usize,
+    )?;
     Ok(regs)
 }
 
 pub fn set_regs(tid: i32, regs: &Regs) -> Result<()> {
-    req("SETREGS", libc::PTRACE_SETREGS, tid, 0, regs as *const Regs as usize).map(drop)
+    req(
+        "SETREGS",
+        libc::PTRACE_SETREGS,
+        tid,
+        0,
+        regs as *const Regs as usize,
+    )
+    .map(drop)
 }
 
 /// The thread's XSAVE area (FPU, SSE, AVX, AVX-512 ...) as the kernel lays it out.
@@ -220,12 +267,25 @@ pub fn set_xstate(tid: i32, xstate: &[u8]) -> Result<()> {
 
 pub fn get_sigmask(tid: i32) -> Result<u64> {
     let mut mask = 0u64;
-    req("GETSIGMASK", libc::PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    req(
+        "GETSIGMASK",
+        libc::PTRACE_GETSIGMASK,
+        tid,
+        8,
+        &mut mask as *mut u64 as usize,
+    )?;
     Ok(mask)
 }
 
 pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
-    req("SETSIGMASK", libc::PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize).map(drop)
+    req(
+        "SETSIGMASK",
+        libc::PTRACE_SETSIGMASK,
+        tid,
+        8,
+        &mask as *const u64 as usize,
+    )
+    .map(drop)
 }
 
 pub fn get_rseq(tid: i32) -> Result<RseqConfig> {
@@ -242,7 +302,13 @@ pub fn get_rseq(tid: i32) -> Result<RseqConfig> {
 
 pub fn get_event_msg(tid: i32) -> Result<u64> {
     let mut msg: libc::c_ulong = 0;
-    req("GETEVENTMSG", libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut libc::c_ulong as usize)?;
+    req(
+        "GETEVENTMSG",
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
     Ok(msg as u64)
 }
 
@@ -340,7 +406,9 @@ pub fn vm_readv(pid: i32, ranges: &[(u64, usize)], buf: &mut [u8]) -> Result<usi
             })
             .collect();
         // SAFETY: local points into buf with the length checked by slicing.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), remote.len() as u64, 0) };
+        let n = unsafe {
+            libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), remote.len() as u64, 0)
+        };
         if n < 0 {
             return Err(Error::Memory {
                 pid,
@@ -466,7 +534,10 @@ impl Injector {
                             }
                             return Err(Error::UnexpectedStop {
                                 tid,
-                                what: format!("SIGTRAP at {:#x} while injecting at {addr:#x}", now.rip),
+                                what: format!(
+                                    "SIGTRAP at {:#x} while injecting at {addr:#x}",
+                                    now.rip
+                                ),
                             });
                         }
                         Stop::Event { event, .. } => self.note_event(event)?,

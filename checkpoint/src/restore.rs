@@ -20,7 +20,7 @@ use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
-use crate::{files, signals, task, threads};
+use crate::{files, signals, task, threads, timers};
 
 /// Highest user address + 1 with 4-level paging.
 const TASK_END: u64 = 0x7fff_ffff_f000;
@@ -59,7 +59,10 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
     if inv.processes.len() != 1 {
         return Err(Error::Unsupported {
             pid: inv.root_pid,
-            what: format!("restoring a tree of {} processes (one for now)", inv.processes.len()),
+            what: format!(
+                "restoring a tree of {} processes (one for now)",
+                inv.processes.len()
+            ),
         });
     }
     // Everything is read and checksummed before the stub is touched.
@@ -78,10 +81,14 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
     if stub_ns_pid != inv.root_pid {
         return Err(Error::restore(
             inv.root_pid,
-            format!("stub {stub_pid} has pid {stub_ns_pid} in its namespace, the image's root is {}", inv.root_pid),
+            format!(
+                "stub {stub_pid} has pid {stub_ns_pid} in its namespace, the image's root is {}",
+                inv.root_pid
+            ),
         ));
     }
-    let result = restore_root(stub_pid, &loaded[0], inv.vdso.as_ref());
+    let mut attached = Attached(Vec::new());
+    let result = restore_root(stub_pid, &loaded[0], inv.vdso.as_ref(), &mut attached);
     match result {
         Ok(mut stats) => {
             stats.verify_us = verify_us;
@@ -90,9 +97,11 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
             Ok(stats)
         }
         Err(e) => {
-            // A half-restored process must not run: kill the stub.
+            // A half-restored process must not run: kill the stub, and reap
+            // the threads we trace so that it can finish dying.
             // SAFETY: kill(2) of the caller's stub.
             unsafe { libc::kill(stub_pid, libc::SIGKILL) };
+            crate::freeze::reap_killed(&std::mem::take(&mut attached.0));
             Err(e)
         }
     }
@@ -109,7 +118,12 @@ impl Drop for Attached {
     }
 }
 
-fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerprint>) -> Result<RestoreStats> {
+fn restore_root(
+    stub: i32,
+    l: &Loaded,
+    vdso: Option<&crate::image::VdsoFingerprint>,
+    attached: &mut Attached,
+) -> Result<RestoreStats> {
     let img = &l.img;
     let mut stats = RestoreStats {
         processes: 1,
@@ -118,11 +132,17 @@ fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerpri
         ..Default::default()
     };
     if proc::tasks(stub)?.len() != 1 {
-        return Err(Error::restore(img.pid, format!("stub {stub} is not single-threaded")));
+        return Err(Error::restore(
+            img.pid,
+            format!("stub {stub} is not single-threaded"),
+        ));
     }
-    let opts = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_EXITKILL | ptrace::OPT_TRACECLONE | ptrace::OPT_TRACEFORK;
+    let opts = ptrace::OPT_TRACESYSGOOD
+        | ptrace::OPT_EXITKILL
+        | ptrace::OPT_TRACECLONE
+        | ptrace::OPT_TRACEFORK;
     ptrace::seize(stub, opts)?;
-    let mut attached = Attached(vec![stub]);
+    attached.0.push(stub);
     // A stub stopped by SIGSTOP stays stopped after detach unless continued.
     // SAFETY: kill(2) of the stub.
     unsafe { libc::kill(stub, libc::SIGCONT) };
@@ -165,13 +185,26 @@ fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerpri
         inj.syscall(
             "rseq(unregister)",
             libc::SYS_rseq,
-            &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64],
+            &[
+                rseq.rseq_abi_pointer,
+                rseq.rseq_abi_size as u64,
+                1,
+                rseq.signature as u64,
+            ],
         )?;
     }
-    inj.syscall("close_range", libc::SYS_close_range, &[0, u32::MAX as u64, 0])?;
+    inj.syscall(
+        "close_range",
+        libc::SYS_close_range,
+        &[0, u32::MAX as u64, 0],
+    )?;
     inj.syscall("munmap(below)", libc::SYS_munmap, &[0, g])?;
     let above = g + SCRATCH_LEN;
-    inj.syscall("munmap(above)", libc::SYS_munmap, &[above, TASK_END - above])?;
+    inj.syscall(
+        "munmap(above)",
+        libc::SYS_munmap,
+        &[above, TASK_END - above],
+    )?;
 
     let t_mem = Instant::now();
     memory::restore_vmas(&mut inj, &scratch, &img.memory)?;
@@ -185,6 +218,7 @@ fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerpri
     files::restore(&mut inj, &scratch, stub, &img.files)?;
     task::restore_inside(&mut inj, &scratch, stub, &img.task)?;
     signals::restore(&mut inj, &scratch, img.pid, &img.signals)?;
+    timers::restore(&mut inj, &scratch, &img.timers)?;
 
     // Threads: the stub is the leader; the others are cloned with their tids.
     let leader = img
@@ -192,7 +226,10 @@ fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerpri
         .first()
         .ok_or_else(|| Error::restore(img.pid, "no threads in image"))?;
     if leader.tid != img.pid {
-        return Err(Error::restore(img.pid, format!("first thread {} is not the leader", leader.tid)));
+        return Err(Error::restore(
+            img.pid,
+            format!("first thread {} is not the leader", leader.tid),
+        ));
     }
     let mut host_tids = vec![stub];
     for t in &img.threads[1..] {
@@ -217,7 +254,10 @@ fn restore_root(stub: i32, l: &Loaded, vdso: Option<&crate::image::VdsoFingerpri
     inj.syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
     inj.forget();
     threads::set_final_state(stub, leader)?;
-    drop(attached); // detach every thread: they run from here
+    // Detach every thread: they run from here.
+    for t in std::mem::take(&mut attached.0) {
+        ptrace::detach(t, 0)?;
+    }
     Ok(stats)
 }
 
@@ -229,7 +269,11 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], img: &MemoryImage) -> Result<
         let end = a + SCRATCH_LEN;
         stub_maps.iter().any(|m| a < m.end && m.start < end)
             || img.vmas.iter().any(|v| {
-                let lo = if v.growsdown { v.start.saturating_sub(gap) } else { v.start };
+                let lo = if v.growsdown {
+                    v.start.saturating_sub(gap)
+                } else {
+                    v.start
+                };
                 a < v.end && lo < end
             })
             || img
@@ -244,7 +288,10 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], img: &MemoryImage) -> Result<
         }
         a += 0x10000;
     }
-    Err(Error::restore(0, "no free address below 4 GiB for the restore gadget"))
+    Err(Error::restore(
+        0,
+        "no free address below 4 GiB for the restore gadget",
+    ))
 }
 
 /// clone3 with CLONE_THREAD and set_tid = `tid`, injected in the leader.
@@ -278,7 +325,10 @@ fn clone_thread(inj: &mut Injector, scratch: &Scratch, pid: i32, tid: i32) -> Re
             });
         }
         if r != tid as i64 {
-            return Err(Error::restore(pid, format!("clone3 made thread {r}, wanted {tid}")));
+            return Err(Error::restore(
+                pid,
+                format!("clone3 made thread {r}, wanted {tid}"),
+            ));
         }
         break;
     }

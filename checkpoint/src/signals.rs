@@ -68,7 +68,11 @@ pub fn restore(inj: &mut Injector, scratch: &Scratch, tgid: i32, img: &SignalIma
             b.extend_from_slice(&w.to_ne_bytes());
         }
         let addr = scratch.put(0, &b)?;
-        inj.syscall("rt_sigaction", libc::SYS_rt_sigaction, &[a.sig as u64, addr, 0, 8])?;
+        inj.syscall(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            &[a.sig as u64, addr, 0, 8],
+        )?;
     }
     for s in &img.pending_shared {
         let info = unhex(s).ok_or_else(|| Error::restore(tgid, "bad pending siginfo"))?;

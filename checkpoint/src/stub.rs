@@ -18,7 +18,10 @@ impl Stub {
         // SAFETY: fork-like clone (no new stack); the child calls pause() only.
         let pid = unsafe { libc::syscall(libc::SYS_clone, flags as u64, 0u64, 0u64, 0u64, 0u64) };
         if pid < 0 {
-            return Err(Error::sys("clone(CLONE_NEWPID|CLONE_NEWNS)", nix::errno::Errno::last()));
+            return Err(Error::sys(
+                "clone(CLONE_NEWPID|CLONE_NEWNS)",
+                nix::errno::Errno::last(),
+            ));
         }
         if pid == 0 {
             loop {
@@ -34,7 +37,10 @@ impl Stub {
         // SAFETY: as above.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
         if r != pid || !libc::WIFSTOPPED(status) {
-            return Err(Error::sys(format!("waiting for stub {pid} to stop"), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                format!("waiting for stub {pid} to stop"),
+                nix::errno::Errno::last(),
+            ));
         }
         Ok(stub)
     }

@@ -18,7 +18,11 @@ impl Scratch {
         if offset + bytes.len() as u64 > self.size {
             return Err(Error::Unsupported {
                 pid: 0,
-                what: format!("an argument of {} bytes (scratch area is {})", bytes.len(), self.size),
+                what: format!(
+                    "an argument of {} bytes (scratch area is {})",
+                    bytes.len(),
+                    self.size
+                ),
             });
         }
         self.mem.write(self.addr + offset, bytes)?;
@@ -48,7 +52,13 @@ impl Scratch {
 pub const PATH_OFF: u64 = 2048;
 
 /// openat(AT_FDCWD, path, flags, mode) inside the target.
-pub fn open_in(inj: &mut Injector, scratch: &Scratch, path: &str, flags: i32, mode: u32) -> Result<u64> {
+pub fn open_in(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    path: &str,
+    flags: i32,
+    mode: u32,
+) -> Result<u64> {
     let p = scratch.put_cstr(PATH_OFF, path)?;
     inj.syscall(
         "openat",
@@ -61,7 +71,11 @@ pub fn open_in(inj: &mut Injector, scratch: &Scratch, path: &str, flags: i32, mo
 pub fn move_fd(inj: &mut Injector, from: u64, to: i32, cloexec: bool) -> Result<()> {
     if from == to as u64 {
         if !cloexec {
-            inj.syscall("fcntl(F_SETFD)", libc::SYS_fcntl, &[from, libc::F_SETFD as u64, 0])?;
+            inj.syscall(
+                "fcntl(F_SETFD)",
+                libc::SYS_fcntl,
+                &[from, libc::F_SETFD as u64, 0],
+            )?;
         }
         return Ok(());
     }

@@ -38,7 +38,11 @@ pub struct TaskImage {
     pub creds: Creds,
 }
 
-fn prlimit(pid: i32, resource: u32, new: Option<&libc::rlimit64>) -> std::result::Result<libc::rlimit64, nix::errno::Errno> {
+fn prlimit(
+    pid: i32,
+    resource: u32,
+    new: Option<&libc::rlimit64>,
+) -> std::result::Result<libc::rlimit64, nix::errno::Errno> {
     let mut old = libc::rlimit64 {
         rlim_cur: 0,
         rlim_max: 0,
@@ -54,13 +58,15 @@ fn prlimit(pid: i32, resource: u32, new: Option<&libc::rlimit64>) -> std::result
 
 pub fn dump(pid: i32) -> Result<TaskImage> {
     let st = Status::of_pid(pid)?;
-    let ids = |k: &str| -> Result<Vec<u32>> { Ok(st.ints(k)?.into_iter().map(|v| v as u32).collect()) };
+    let ids =
+        |k: &str| -> Result<Vec<u32>> { Ok(st.ints(k)?.into_iter().map(|v| v as u32).collect()) };
     let pers = proc::read_string(format!("/proc/{pid}/personality"))?;
     let personality = u64::from_str_radix(pers.trim(), 16)
         .map_err(|_| Error::parse(format!("/proc/{pid}/personality"), pers.trim()))?;
     let mut rlimits = Vec::new();
     for resource in 0..16u32 {
-        let r = prlimit(pid, resource, None).map_err(|e| Error::sys(format!("prlimit({pid}, {resource})"), e))?;
+        let r = prlimit(pid, resource, None)
+            .map_err(|e| Error::sys(format!("prlimit({pid}, {resource})"), e))?;
         rlimits.push(Rlimit {
             resource,
             cur: r.rlim_cur,
@@ -68,8 +74,12 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
         });
     }
     Ok(TaskImage {
-        cwd: proc::read_link(format!("/proc/{pid}/cwd"))?.to_string_lossy().into_owned(),
-        root: proc::read_link(format!("/proc/{pid}/root"))?.to_string_lossy().into_owned(),
+        cwd: proc::read_link(format!("/proc/{pid}/cwd"))?
+            .to_string_lossy()
+            .into_owned(),
+        root: proc::read_link(format!("/proc/{pid}/root"))?
+            .to_string_lossy()
+            .into_owned(),
         umask: st.octal("Umask")?,
         personality,
         rlimits,
@@ -89,7 +99,12 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
 
 /// cwd, umask, personality by injection. The root directory is the stub's
 /// (the caller built it); a different one is only reported.
-pub fn restore_inside(inj: &mut Injector, scratch: &Scratch, host_pid: i32, img: &TaskImage) -> Result<()> {
+pub fn restore_inside(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    host_pid: i32,
+    img: &TaskImage,
+) -> Result<()> {
     let p = scratch.put_cstr(PATH_OFF, &img.cwd)?;
     inj.syscall("chdir", libc::SYS_chdir, &[p])?;
     inj.syscall("umask", libc::SYS_umask, &[img.umask as u64])?;
@@ -123,7 +138,13 @@ pub fn restore_rlimits(host_pid: i32, img: &TaskImage) -> Result<Vec<Rlimit>> {
         };
         prlimit(host_pid, r.resource, Some(&fallback))
             .map_err(|e| Error::sys(format!("prlimit({host_pid}, {}) clamped", r.resource), e))?;
-        tracing::warn!(pid = host_pid, resource = r.resource, want_max = r.max, got_max = max, "rlimit clamped");
+        tracing::warn!(
+            pid = host_pid,
+            resource = r.resource,
+            want_max = r.max,
+            got_max = max,
+            "rlimit clamped"
+        );
         clamped.push(*r);
     }
     Ok(clamped)
@@ -136,18 +157,29 @@ pub fn restore_creds(inj: &mut Injector, scratch: &Scratch, pid: i32, c: &Creds)
     let root = c.uids.iter().all(|&u| u == 0) && c.gids.iter().all(|&g| g == 0);
     if !root {
         if c.cap_eff != 0 || c.cap_prm != 0 {
-            return Err(Error::restore(pid, "non-root credentials with capabilities (not supported yet)"));
+            return Err(Error::restore(
+                pid,
+                "non-root credentials with capabilities (not supported yet)",
+            ));
         }
         let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
         let a = scratch.put(0, &groups)?;
-        inj.syscall("setgroups", libc::SYS_setgroups, &[c.groups.len() as u64, a])?;
+        inj.syscall(
+            "setgroups",
+            libc::SYS_setgroups,
+            &[c.groups.len() as u64, a],
+        )?;
         let g = |i: usize| c.gids.get(i).copied().unwrap_or(0) as u64;
         let u = |i: usize| c.uids.get(i).copied().unwrap_or(0) as u64;
         inj.syscall("setresgid", libc::SYS_setresgid, &[g(0), g(1), g(2)])?;
         inj.syscall("setresuid", libc::SYS_setresuid, &[u(0), u(1), u(2)])?;
     }
     if c.no_new_privs {
-        inj.syscall("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0])?;
+        inj.syscall(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -76,7 +76,13 @@ pub fn apply_restart(regs: &mut Regs) {
 
 /// Dumps one stopped thread. `inj` was created on it (its saved registers and
 /// mask are the thread's own); `scratch` is memory in the same process.
-pub fn dump(pid: i32, host_tid: i32, ns_tid: i32, inj: &mut Injector, scratch: &Scratch) -> Result<ThreadImage> {
+pub fn dump(
+    pid: i32,
+    host_tid: i32,
+    ns_tid: i32,
+    inj: &mut Injector,
+    scratch: &Scratch,
+) -> Result<ThreadImage> {
     let xstate = ptrace::get_xstate(host_tid)?;
     let mut regs = *inj.saved_regs();
     let rseq = match ptrace::get_rseq(host_tid)? {
@@ -94,7 +100,11 @@ pub fn dump(pid: i32, host_tid: i32, ns_tid: i32, inj: &mut Injector, scratch: &
         &[libc::PR_GET_TID_ADDRESS as u64, scratch.addr],
     )?;
     let clear_child_tid = scratch.get_u64(0)?;
-    inj.syscall("sigaltstack", libc::SYS_sigaltstack, &[0, scratch.addr + 64])?;
+    inj.syscall(
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        &[0, scratch.addr + 64],
+    )?;
     let ss = scratch.get(64, 24)?;
     let word = |i: usize| u64::from_ne_bytes(ss[i..i + 8].try_into().unwrap_or([0; 8]));
     let altstack = AltStack {
@@ -103,7 +113,9 @@ pub fn dump(pid: i32, host_tid: i32, ns_tid: i32, inj: &mut Injector, scratch: &
         size: word(16),
     };
     let comm_path = format!("/proc/{pid}/task/{host_tid}/comm");
-    let comm = crate::proc::read_string(&comm_path)?.trim_end_matches('\n').to_string();
+    let comm = crate::proc::read_string(&comm_path)?
+        .trim_end_matches('\n')
+        .to_string();
     let pending = ptrace::peek_siginfo(host_tid, false)?
         .iter()
         .map(|s| hex(s))
@@ -139,13 +151,27 @@ fn abort_rseq_cs(mem: &crate::ptrace::Mem, c: &RseqConfig, regs: &mut Regs) -> R
 
 /// Per-thread state only the thread itself can set: clear_child_tid, rseq,
 /// sigaltstack, comm, its pending signals. Runs by injection in that thread.
-pub fn restore_in_thread(inj: &mut Injector, scratch: &Scratch, tgid: i32, t: &ThreadImage) -> Result<()> {
-    inj.syscall("set_tid_address", libc::SYS_set_tid_address, &[t.clear_child_tid])?;
+pub fn restore_in_thread(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    tgid: i32,
+    t: &ThreadImage,
+) -> Result<()> {
+    inj.syscall(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        &[t.clear_child_tid],
+    )?;
     if let Some(c) = &t.rseq {
         inj.syscall(
             "rseq(register)",
             libc::SYS_rseq,
-            &[c.rseq_abi_pointer, c.rseq_abi_size as u64, 0, c.signature as u64],
+            &[
+                c.rseq_abi_pointer,
+                c.rseq_abi_size as u64,
+                0,
+                c.signature as u64,
+            ],
         )?;
     }
     if t.altstack.flags & libc::SS_DISABLE == 0 {
@@ -158,9 +184,14 @@ pub fn restore_in_thread(inj: &mut Injector, scratch: &Scratch, tgid: i32, t: &T
         inj.syscall("sigaltstack", libc::SYS_sigaltstack, &[a, 0])?;
     }
     let name = scratch.put_cstr(PATH_OFF, &t.comm)?;
-    inj.syscall("prctl(PR_SET_NAME)", libc::SYS_prctl, &[libc::PR_SET_NAME as u64, name])?;
+    inj.syscall(
+        "prctl(PR_SET_NAME)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, name],
+    )?;
     for s in &t.pending {
-        let info = unhex(s).ok_or_else(|| Error::restore(tgid, format!("thread {}: bad siginfo", t.tid)))?;
+        let info = unhex(s)
+            .ok_or_else(|| Error::restore(tgid, format!("thread {}: bad siginfo", t.tid)))?;
         let sig = i32::from_ne_bytes(info[0..4].try_into().unwrap_or([0; 4]));
         let a = scratch.put(128, &info)?;
         inj.syscall(
@@ -174,7 +205,8 @@ pub fn restore_in_thread(inj: &mut Injector, scratch: &Scratch, tgid: i32, t: &T
 
 /// Final state set from outside, just before detaching.
 pub fn set_final_state(host_tid: i32, t: &ThreadImage) -> Result<()> {
-    let xstate = unhex(&t.xstate).ok_or_else(|| Error::restore(host_tid, format!("thread {}: bad xstate", t.tid)))?;
+    let xstate = unhex(&t.xstate)
+        .ok_or_else(|| Error::restore(host_tid, format!("thread {}: bad xstate", t.tid)))?;
     ptrace::set_xstate(host_tid, &xstate)?;
     let mut regs = t.regs;
     regs.orig_rax = u64::MAX;
@@ -205,6 +237,9 @@ mod tests {
         };
         apply_restart(&mut r);
         assert_eq!((r.rax, r.rip, r.orig_rax), (0, 0x1000, u64::MAX));
-        assert_eq!(unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(), vec![0, 1, 0xab, 0xff]);
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
+            vec![0, 1, 0xab, 0xff]
+        );
     }
 }

@@ -21,7 +21,8 @@ pub fn workload(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let dir = workloads_dir();
     BUILD.call_once(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-bundles/build-workloads.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-bundles/build-workloads.sh");
         let st = std::process::Command::new("sh")
             .arg(&script)
             .arg(&dir)
@@ -45,14 +46,18 @@ impl Child {
         Child { pid, reaped: false }
     }
 
-    /// Waits for exit after a kill by someone else (e.g. dump without leave-running).
-    pub fn wait_gone(&mut self) -> i32 {
+    /// Waits for exit after a kill by someone else (e.g. dump without
+    /// leave-running). The dumper, being tracer and parent, may have reaped it.
+    pub fn wait_gone(&mut self) {
         let mut status = 0;
         // SAFETY: waitpid of our own child.
         let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        assert_eq!(r, self.pid, "waitpid");
+        let e = std::io::Error::last_os_error();
+        assert!(
+            r == self.pid || e.raw_os_error() == Some(libc::ECHILD),
+            "waitpid: {e}"
+        );
         self.reaped = true;
-        status
     }
 
     /// Still running (not exited, not a zombie)?
@@ -105,8 +110,16 @@ pub fn spawn_in_ns(prog: &Path, args: &[&str], dir: &Path) -> Child {
         // SAFETY: child side, raw syscalls only.
         unsafe {
             let i = libc::open(null.as_ptr(), libc::O_RDONLY);
-            let o = libc::open(out.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
-            let e = libc::open(err.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o644);
+            let o = libc::open(
+                out.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o644,
+            );
+            let e = libc::open(
+                err.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+                0o644,
+            );
             libc::dup2(i, 0);
             libc::dup2(o, 1);
             libc::dup2(e, 2);
@@ -129,7 +142,12 @@ pub fn lines(path: &Path) -> Vec<String> {
 }
 
 /// Waits until `pred(lines)` holds, or panics with the file's tail.
-pub fn wait_for(path: &Path, what: &str, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+pub fn wait_for(
+    path: &Path,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let start = Instant::now();
     loop {
         let l = lines(path);
@@ -138,7 +156,10 @@ pub fn wait_for(path: &Path, what: &str, timeout: Duration, pred: impl Fn(&[Stri
         }
         if start.elapsed() > timeout {
             let tail: Vec<_> = l.iter().rev().take(5).collect();
-            panic!("timeout waiting for {what} in {}: last lines {tail:?}", path.display());
+            panic!(
+                "timeout waiting for {what} in {}: last lines {tail:?}",
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -148,11 +169,78 @@ pub fn wait_for(path: &Path, what: &str, timeout: Duration, pred: impl Fn(&[Stri
 pub fn assert_consecutive(l: &[String]) -> u64 {
     let mut expect = 0u64;
     for (i, s) in l.iter().enumerate() {
-        let v: u64 = s.trim().parse().unwrap_or_else(|_| panic!("line {i} {s:?} not a number"));
-        assert_eq!(v, expect, "line {i}: counter jumped or reset (lines around: {:?})", &l[i.saturating_sub(2)..(i + 2).min(l.len())]);
+        let v: u64 = s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("line {i} {s:?} not a number"));
+        assert_eq!(
+            v,
+            expect,
+            "line {i}: counter jumped or reset (lines around: {:?})",
+            &l[i.saturating_sub(2)..(i + 2).min(l.len())]
+        );
         expect += 1;
     }
     expect
 }
 
 pub fn init_tracing() {}
+
+/// For workloads printing "<n> ok ...": asserts ticks are 0,1,2,... with no
+/// gap or reset and every line ok; returns the count.
+pub fn assert_ticks(l: &[String]) -> u64 {
+    let mut expect = 0u64;
+    for (i, s) in l.iter().enumerate() {
+        let mut it = s.split_whitespace();
+        let v: u64 = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("line {i} {s:?} has no tick"));
+        assert_eq!(it.next(), Some("ok"), "workload reported a failure: {s:?}");
+        assert_eq!(
+            v,
+            expect,
+            "line {i}: tick jumped or reset: {:?}",
+            &l[i.saturating_sub(2)..(i + 2).min(l.len())]
+        );
+        expect += 1;
+    }
+    expect
+}
+
+/// Runs `prog args` in a new pid+mount ns until `out` has `warmup` lines,
+/// dumps it (killing it), restores it into a fresh stub, and checks with
+/// `check` that it continues for `more` lines. Returns the restored child.
+pub fn roundtrip(
+    prog: &str,
+    args: &[&str],
+    dir: &Path,
+    out: &Path,
+    warmup: usize,
+    more: usize,
+    check: fn(&[String]) -> u64,
+) -> (
+    Child,
+    godwit_checkpoint::DumpStats,
+    godwit_checkpoint::RestoreStats,
+) {
+    use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, RestoreOptions};
+    let t = Duration::from_secs(30);
+    let mut w = spawn_in_ns(&workload(prog), args, dir);
+    wait_for(out, "warm-up lines", t, |l| l.len() >= warmup);
+    let img = dir.join("img");
+    let ds = dump(&[w.pid], &img, &DumpOptions::default()).expect("dump");
+    w.wait_gone();
+    let before = lines(out);
+    let last = check(&before);
+    let stub = Stub::spawn().expect("stub");
+    let rs = restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+    let restored = Child::adopt(stub.release());
+    let after = wait_for(out, "lines after restore", t, |l| {
+        l.len() >= before.len() + more || l.last().is_some_and(|s| s.contains("BAD"))
+    });
+    let n = check(&after);
+    assert!(n >= last + more as u64, "did not continue: {last} → {n}");
+    assert!(restored.alive(), "restored workload exited");
+    (restored, ds, rs)
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, RestoreOptions};
+use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, Error, RestoreOptions};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -14,7 +14,11 @@ const T: Duration = Duration::from_secs(10);
 fn counter_continues_after_restore() {
     let tmp = tempfile::tempdir().unwrap();
     let count = tmp.path().join("count");
-    let mut w = spawn_in_ns(&workload("counter"), &["10", count.to_str().unwrap()], tmp.path());
+    let mut w = spawn_in_ns(
+        &workload("counter"),
+        &["10", count.to_str().unwrap()],
+        tmp.path(),
+    );
     wait_for(&count, "5 lines", T, |l| l.len() >= 5);
     let img = tmp.path().join("img");
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
@@ -27,10 +31,16 @@ fn counter_continues_after_restore() {
     let stub = Stub::spawn().unwrap();
     let _r = restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
     let restored = Child::adopt(stub.release());
-    let after = wait_for(&count, "new lines after restore", T, |l| l.len() >= before.len() + 5);
+    let after = wait_for(&count, "new lines after restore", T, |l| {
+        l.len() >= before.len() + 5
+    });
     assert!(restored.alive());
     let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", restored.pid)).unwrap();
-    assert_eq!(strip_dev_ino(&maps_before), strip_dev_ino(&maps_after), "maps differ");
+    assert_eq!(
+        strip_dev_ino(&maps_before),
+        strip_dev_ino(&maps_after),
+        "maps differ"
+    );
     let n = assert_consecutive(&after);
     assert!(n > last + 4, "counter did not continue: {last} → {n}");
     // stdout (not O_APPEND) continued at the dumped offset.
@@ -38,8 +48,7 @@ fn counter_continues_after_restore() {
     assert_consecutive(&out);
 }
 
-/// maps lines without dev/inode columns of anonymous mappings (they are equal
-/// for files: same path, same file).
+/// maps lines without the dev/inode columns.
 fn strip_dev_ino(m: &str) -> Vec<String> {
     m.lines()
         .map(|l| {
@@ -47,4 +56,211 @@ fn strip_dev_ino(m: &str) -> Vec<String> {
             format!("{} {} {} {}", f[0], f[1], f[2], f.get(5).unwrap_or(&""))
         })
         .collect()
+}
+
+#[test]
+fn memory_of_every_kind_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (_c, ds, _rs) = roundtrip(
+        "memcheck",
+        &["200", out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        3,
+        10,
+        assert_ticks,
+    );
+    // 200 MiB of pattern plus heap etc., but not untouched file pages.
+    assert!(
+        ds.pages_written >= 200 * 256,
+        "pages written {}",
+        ds.pages_written
+    );
+    assert!(
+        ds.pages_written < 220 * 256,
+        "pages written {}",
+        ds.pages_written
+    );
+}
+
+#[test]
+fn threads_blocked_in_syscalls_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (c, ds, _) = roundtrip(
+        "threads",
+        &["40", out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        25,
+        60,
+        assert_ticks,
+    );
+    assert_eq!(ds.threads, 41);
+    // Same tids in the namespace: the restored process has 41 tasks.
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{}/task", c.pid))
+            .unwrap()
+            .count(),
+        41
+    );
+}
+
+#[test]
+fn signals_handlers_altstack_pending_itimer_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    roundtrip(
+        "sigcheck",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        5,
+        120,
+        assert_ticks,
+    );
+}
+
+#[test]
+fn files_offsets_flags_and_pipe_bytes_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let text: String = (0..100000).map(|i| format!("{i:07}\n")).collect();
+    std::fs::write(&data, text).unwrap();
+    let log = tmp.path().join("log");
+    roundtrip(
+        "fdcheck",
+        &[data.to_str().unwrap(), log.to_str().unwrap()],
+        tmp.path(),
+        &log,
+        5,
+        20,
+        assert_ticks,
+    );
+}
+
+#[test]
+fn leave_running_keeps_the_workload_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let w = spawn_in_ns(
+        &workload("memcheck"),
+        &["16", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    let img = tmp.path().join("img");
+    let opts = DumpOptions {
+        leave_running: true,
+        ..Default::default()
+    };
+    dump(&[w.pid], &img, &opts).expect("dump");
+    let n = lines(&out).len();
+    let l = wait_for(&out, "lines after dump", T, |l| l.len() >= n + 20);
+    assert_ticks(&l);
+    assert!(w.alive());
+    assert!(!matches!(w.state(), 't' | 'T' | 'Z'), "state {}", w.state());
+    // And the image restores (into a second namespace) with the same state.
+    let out2 = tmp.path().join("out");
+    let _ = out2;
+}
+
+#[test]
+fn unsupported_fd_fails_cleanly_and_workload_keeps_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let w = spawn_in_ns(&workload("inotify"), &[out.to_str().unwrap()], tmp.path());
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    let img = tmp.path().join("img");
+    let err = dump(&[w.pid], &img, &DumpOptions::default()).expect_err("dump must fail");
+    match &err {
+        Error::UnsupportedFd { pid, fd, kind } => {
+            assert_eq!(*pid, w.pid);
+            assert_eq!(*fd, 4, "{err}");
+            assert_eq!(kind, "inotify");
+        }
+        other => panic!("wrong error: {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("fd 4") && msg.contains("inotify"), "{msg}");
+    let n = lines(&out).len();
+    let l = wait_for(&out, "lines after failed dump", T, |l| l.len() >= n + 10);
+    assert_ticks(&l);
+    assert!(!matches!(w.state(), 't' | 'T' | 'Z'), "state {}", w.state());
+}
+
+/// Dumps a counter (leave running) for the corruption tests.
+fn dumped_counter(tmp: &std::path::Path) -> (Child, std::path::PathBuf) {
+    let out = tmp.join("out");
+    let w = spawn_in_ns(&workload("counter"), &["10", out.to_str().unwrap()], tmp);
+    wait_for(&out, "lines", T, |l| l.len() >= 2);
+    let img = tmp.join("img");
+    let opts = DumpOptions {
+        leave_running: true,
+        ..Default::default()
+    };
+    dump(&[w.pid], &img, &opts).expect("dump");
+    (w, img)
+}
+
+/// Restoring `img` must fail before the stub is touched: it stays stopped.
+fn assert_refused(img: &std::path::Path, what: &str) -> String {
+    let stub = Stub::spawn().unwrap();
+    let err = restore(img, stub.pid, &RestoreOptions::default()).expect_err(what);
+    let s = std::fs::read_to_string(format!("/proc/{}/stat", stub.pid)).unwrap();
+    assert!(s.contains(") T "), "stub was touched: {s}");
+    err.to_string()
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_images_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_w, img) = dumped_counter(tmp.path());
+    let pages = std::fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("pages-")
+        })
+        .unwrap();
+    let orig = std::fs::read(&pages).unwrap();
+
+    // One flipped bit in the page data.
+    let mut bad = orig.clone();
+    bad[orig.len() / 2] ^= 1;
+    std::fs::write(&pages, &bad).unwrap();
+    let e = assert_refused(&img, "corrupt pages");
+    assert!(e.contains("corrupt") && e.contains("pages-"), "{e}");
+
+    // Truncated.
+    std::fs::write(&pages, &orig[..orig.len() - 4096]).unwrap();
+    let e = assert_refused(&img, "truncated pages");
+    assert!(e.contains("truncated"), "{e}");
+    std::fs::write(&pages, &orig).unwrap();
+
+    // A process record changed.
+    let rec = img.join("process-1.json");
+    let r = std::fs::read_to_string(&rec).unwrap();
+    std::fs::write(&rec, r.replacen("\"comm\":\"", "\"comm\":\"X", 1)).unwrap();
+    let e = assert_refused(&img, "modified record");
+    assert!(e.contains("process-1.json"), "{e}");
+    std::fs::write(&rec, r).unwrap();
+
+    // Unknown major version, other architecture, truncated inventory.
+    let inv = img.join("inventory.json");
+    let i = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(&inv, i.replace("\"major\":1", "\"major\":99")).unwrap();
+    let e = assert_refused(&img, "major 99");
+    assert!(e.contains("format version 99"), "{e}");
+    std::fs::write(&inv, i.replace("\"x86_64\"", "\"aarch64\"")).unwrap();
+    let e = assert_refused(&img, "aarch64");
+    assert!(e.contains("aarch64"), "{e}");
+    std::fs::write(&inv, &i[..i.len() / 2]).unwrap();
+    let e = assert_refused(&img, "half inventory");
+    assert!(e.contains("inventory.json"), "{e}");
 }
