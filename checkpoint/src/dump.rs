@@ -139,25 +139,39 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     let vdso = memory::vdso_fingerprint(root, &proc::parse_maps(root)?)?;
 
     let mut inv_procs = Vec::new();
+    let mut images = Vec::new();
     let t_mem = Instant::now();
     for (p, ns_pid, ppid, pgid, sid, tids) in entries {
         let pages_name = format!("pages-{ns_pid}.img");
         let mut pages = PagesWriter::create(dir, &pages_name, opts.zstd_level)?;
         let img = dump_process(p.pid, ns_pid, &p.tids, &tids, &mut pages)?;
         stats.pages_written += img.memory.pages_total;
-        let record = image::write_json(dir, &format!("process-{ns_pid}.json"), &img)?;
         let pages = pages.finish()?;
-        inv_procs.push(ProcessEntry {
-            pid: ns_pid,
-            ppid,
-            pgid,
-            sid,
-            tids,
-            record,
-            pages,
-            pages_zstd: opts.zstd_level.is_some(),
-        });
+        images.push((p.pid, img));
+        inv_procs.push((ns_pid, ppid, pgid, sid, tids, pages));
     }
+    // Open file descriptions shared between fds and processes.
+    {
+        let mut refs: Vec<(i32, &mut FilesImage)> = images.iter_mut().map(|(pid, img)| (*pid, &mut img.files)).collect();
+        files::assign_ofds(&mut refs)?;
+    }
+    let inv_procs: Vec<ProcessEntry> = inv_procs
+        .into_iter()
+        .zip(&images)
+        .map(|((pid, ppid, pgid, sid, tids, pages), (_, img))| {
+            let record = image::write_json(dir, &format!("process-{pid}.json"), img)?;
+            Ok(ProcessEntry {
+                pid,
+                ppid,
+                pgid,
+                sid,
+                tids,
+                record,
+                pages,
+                pages_zstd: opts.zstd_level.is_some(),
+            })
+        })
+        .collect::<Result<_>>()?;
     stats.memdump_us = us(t_mem);
     let root_ns = inv_procs
         .iter()

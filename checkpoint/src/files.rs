@@ -28,6 +28,10 @@ pub enum FdKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdImage {
     pub fd: i32,
+    /// Open file description: fds (in any process of the image) with the
+    /// same id share offset, flags and the file itself.
+    #[serde(default)]
+    pub ofd: u64,
     /// open(2) flags from fdinfo, without O_CLOEXEC.
     pub flags: i32,
     pub cloexec: bool,
@@ -137,6 +141,7 @@ pub fn dump(pid: i32) -> Result<FilesImage> {
         let kind = (entry.dump)(&ctx, &mut img)?;
         img.fds.push(FdImage {
             fd,
+            ofd: 0,
             flags: raw_flags & !libc::O_CLOEXEC,
             cloexec: raw_flags & libc::O_CLOEXEC != 0,
             kind,
@@ -145,34 +150,105 @@ pub fn dump(pid: i32) -> Result<FilesImage> {
     Ok(img)
 }
 
-/// Recreates every fd at its number. The stub's own fds must be closed first.
-pub fn restore(
-    inj: &mut Injector,
-    scratch: &Scratch,
-    host_pid: i32,
-    img: &FilesImage,
-) -> Result<()> {
-    let mut pipes = pipes::Restorer::new(host_pid, &img.pipes);
-    // Numbers we still have to fill: a temporary fd must not sit on one.
-    let mut pending: Vec<i32> = img.fds.iter().map(|f| f.fd).collect();
-    for f in &img.fds {
-        pending.retain(|&n| n != f.fd);
-        match &f.kind {
-            FdKind::Path { path, pos } => {
-                let flags =
-                    f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-                let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;
-                if *pos != 0 {
-                    inj.syscall(
-                        "lseek",
-                        libc::SYS_lseek,
-                        &[tmp, *pos, libc::SEEK_SET as u64],
-                    )?;
-                }
-                sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
-            }
-            FdKind::Pipe(end) => pipes.restore_fd(inj, scratch, f, end)?,
+/// Numbers the open file descriptions of all dumped processes: fds with the
+/// same target are compared with kcmp(KCMP_FILE), equal ones share an id.
+pub fn assign_ofds(procs: &mut [(i32, &mut FilesImage)]) -> Result<()> {
+    // (process index, fd index, link key)
+    let mut all: Vec<(usize, usize, String)> = Vec::new();
+    for (pi, (pid, img)) in procs.iter().enumerate() {
+        for (fi, f) in img.fds.iter().enumerate() {
+            let link = proc::read_link(format!("/proc/{pid}/fd/{}", f.fd))?;
+            all.push((pi, fi, link.to_string_lossy().into_owned()));
         }
     }
-    pipes.finish(inj)
+    let mut ids: Vec<u64> = vec![0; all.len()];
+    let mut next = 1u64;
+    for i in 0..all.len() {
+        if ids[i] != 0 {
+            continue;
+        }
+        ids[i] = next;
+        let (pi, fi, ref key) = all[i];
+        let (pid_i, fd_i) = (procs[pi].0, procs[pi].1.fds[fi].fd);
+        for j in i + 1..all.len() {
+            if ids[j] != 0 || all[j].2 != *key {
+                continue;
+            }
+            let (pid_j, fd_j) = (procs[all[j].0].0, procs[all[j].0].1.fds[all[j].1].fd);
+            // SAFETY: kcmp(2) with integer arguments.
+            let r = unsafe { libc::syscall(libc::SYS_kcmp, pid_i, pid_j, 0 /* KCMP_FILE */, fd_i, fd_j) };
+            if r == 0 {
+                ids[j] = next;
+            } else if r < 0 {
+                return Err(Error::sys(
+                    format!("kcmp(pid {pid_i} fd {fd_i}, pid {pid_j} fd {fd_j})"),
+                    nix::errno::Errno::last(),
+                ));
+            }
+        }
+        next += 1;
+    }
+    for (k, &(pi, fi, _)) in all.iter().enumerate() {
+        procs[pi].1.fds[fi].ofd = ids[k];
+    }
+    Ok(())
+}
+
+/// Restore-wide table of open file descriptions already recreated, so that
+/// a shared one is shared again: dup'd within a process, fetched with
+/// pidfd_getfd from its owner by any other process of the tree.
+pub struct FileTable<'a> {
+    /// ofd id → (ns pid, fd) holding it.
+    owners: std::collections::HashMap<u64, (i32, i32)>,
+    pub pipes: pipes::PipeTable<'a>,
+}
+
+impl<'a> FileTable<'a> {
+    pub fn new(pipe_images: Vec<&'a pipes::PipeImage>) -> Self {
+        FileTable {
+            owners: std::collections::HashMap::new(),
+            pipes: pipes::PipeTable::new(pipe_images),
+        }
+    }
+
+    /// Recreates every fd of one process at its number. The process must
+    /// have no fds of its own (the stub's were closed).
+    pub fn restore(
+        &mut self,
+        inj: &mut Injector,
+        scratch: &Scratch,
+        ns_pid: i32,
+        host_pid: i32,
+        img: &FilesImage,
+    ) -> Result<()> {
+        for f in &img.fds {
+            if let Some(&(owner, ofd_fd)) = self.owners.get(&f.ofd).filter(|_| f.ofd != 0) {
+                let tmp = sys::get_fd(inj, ns_pid, owner, ofd_fd as u64)?;
+                sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
+                continue;
+            }
+            match &f.kind {
+                FdKind::Path { path, pos } => {
+                    let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                    let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;
+                    if *pos != 0 {
+                        inj.syscall("lseek", libc::SYS_lseek, &[tmp, *pos, libc::SEEK_SET as u64])?;
+                    }
+                    sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
+                }
+                FdKind::Pipe(end) => {
+                    let tmp = self.pipes.end(inj, scratch, ns_pid, host_pid, f.fd, end)?;
+                    sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
+                    let fl = f.flags & (libc::O_NONBLOCK | libc::O_APPEND);
+                    inj.syscall(
+                        "fcntl(F_SETFL)",
+                        libc::SYS_fcntl,
+                        &[f.fd as u64, libc::F_SETFL as u64, fl as u64],
+                    )?;
+                }
+            }
+            self.owners.insert(f.ofd, (ns_pid, f.fd));
+        }
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::files::{FdCtx, FdImage, FdKind, FilesImage};
+use crate::files::{FdCtx, FdKind, FilesImage};
 use crate::ptrace::Injector;
 use crate::sys::{self, Scratch};
 use crate::threads::{hex, unhex};
@@ -90,46 +90,43 @@ fn peek(pid: i32, fd: i32) -> Result<(u64, Vec<u8>)> {
     Ok((cap as u64, data))
 }
 
-/// Restores pipe ends: the first end of a pipe seen creates it with pipe2 in
-/// the target and refills it; the other end is kept in a spare fd until used.
-pub struct Restorer<'a> {
-    host_pid: i32,
-    images: &'a [PipeImage],
-    /// inode → (read fd, write fd) in the target not yet placed.
-    spare: HashMap<u64, (Option<u64>, Option<u64>)>,
-    /// (inode, write end, fd number) already in place.
-    placed: Vec<(u64, bool, i32)>,
+/// Pipes recreated so far in the whole tree: the first end needed creates
+/// the pipe (pipe2, refilled with its bytes) in that process; both ends wait
+/// there in spare fds until taken, by dup or by pidfd_getfd from elsewhere.
+pub struct PipeTable<'a> {
+    images: Vec<&'a PipeImage>,
+    /// inode → (ns pid of the creator, read spare fd, write spare fd).
+    made: HashMap<u64, (i32, u64, u64)>,
 }
 
-impl<'a> Restorer<'a> {
-    pub fn new(host_pid: i32, images: &'a [PipeImage]) -> Self {
-        Restorer {
-            host_pid,
+/// Spare fds live high so they never sit on a number still to be restored.
+const SPARE_FD_MIN: u64 = 10000;
+
+impl<'a> PipeTable<'a> {
+    pub fn new(images: Vec<&'a PipeImage>) -> Self {
+        PipeTable {
             images,
-            spare: HashMap::new(),
-            placed: Vec::new(),
+            made: HashMap::new(),
         }
     }
 
-    pub fn restore_fd(
+    /// A new fd (at a temporary number) for one end of the pipe, in the
+    /// process `ns_pid` being restored.
+    pub fn end(
         &mut self,
         inj: &mut Injector,
         scratch: &Scratch,
-        f: &FdImage,
+        ns_pid: i32,
+        host_pid: i32,
+        fd: i32,
         end: &PipeEnd,
-    ) -> Result<()> {
-        if !self.spare.contains_key(&end.inode) {
+    ) -> Result<u64> {
+        if !self.made.contains_key(&end.inode) {
             let img = self
                 .images
                 .iter()
                 .find(|p| p.inode == end.inode)
-                .ok_or_else(|| {
-                    Error::restore(
-                        self.host_pid,
-                        format!("fd {}: no record of pipe {}", f.fd, end.inode),
-                    )
-                })?;
-            // High fds so they never sit on a number still to be restored.
+                .ok_or_else(|| Error::restore(ns_pid, format!("fd {fd}: no record of pipe {}", end.inode)))?;
             let a = scratch.put(0, &[0u8; 8])?;
             inj.syscall("pipe2", libc::SYS_pipe2, &[a, libc::O_CLOEXEC as u64])?;
             let b = scratch.get(0, 8)?;
@@ -140,7 +137,7 @@ impl<'a> Restorer<'a> {
                 hi[i] = inj.syscall(
                     "fcntl(F_DUPFD_CLOEXEC)",
                     libc::SYS_fcntl,
-                    &[fd, libc::F_DUPFD_CLOEXEC as u64, 10000],
+                    &[fd, libc::F_DUPFD_CLOEXEC as u64, SPARE_FD_MIN],
                 )?;
                 inj.syscall("close", libc::SYS_close, &[fd])?;
             }
@@ -151,64 +148,30 @@ impl<'a> Restorer<'a> {
                     &[hi[1], libc::F_SETPIPE_SZ as u64, img.capacity],
                 )?;
             }
-            let data =
-                unhex(&img.data).ok_or_else(|| Error::restore(self.host_pid, "bad pipe data"))?;
+            let data = unhex(&img.data).ok_or_else(|| Error::restore(ns_pid, "bad pipe data"))?;
             if !data.is_empty() {
-                let path = format!("/proc/{}/fd/{}", self.host_pid, hi[1]);
+                let path = format!("/proc/{host_pid}/fd/{}", hi[1]);
                 let mut w = OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io(&path, e))?;
                 w.write_all(&data).map_err(|e| Error::io(&path, e))?;
             }
-            self.spare.insert(end.inode, (Some(hi[0]), Some(hi[1])));
+            self.made.insert(end.inode, (ns_pid, hi[0], hi[1]));
         }
-        let slot = self
-            .spare
-            .get_mut(&end.inode)
-            .ok_or_else(|| Error::restore(self.host_pid, "pipe"))?;
-        let have = if end.write_end {
-            &mut slot.1
-        } else {
-            &mut slot.0
-        };
-        let from = match have.take() {
-            Some(fd) => fd,
-            // A second fd for the same end: duplicate the one already placed.
-            None => {
-                let placed = self
-                    .placed
-                    .iter()
-                    .find(|p| p.0 == end.inode && p.1 == end.write_end)
-                    .map(|p| p.2)
-                    .ok_or_else(|| {
-                        Error::restore(self.host_pid, format!("fd {}: pipe end lost", f.fd))
-                    })?;
-                inj.syscall(
-                    "fcntl(F_DUPFD_CLOEXEC)",
-                    libc::SYS_fcntl,
-                    &[placed as u64, libc::F_DUPFD_CLOEXEC as u64, 10000],
-                )?
-            }
-        };
-        sys::move_fd(inj, from, f.fd, f.cloexec)?;
-        let fl = f.flags & (libc::O_NONBLOCK | libc::O_APPEND);
-        inj.syscall(
-            "fcntl(F_SETFL)",
-            libc::SYS_fcntl,
-            &[f.fd as u64, libc::F_SETFL as u64, fl as u64],
-        )?;
-        self.placed.push((end.inode, end.write_end, f.fd));
-        Ok(())
+        let &(creator, r, w) = self
+            .made
+            .get(&end.inode)
+            .ok_or_else(|| Error::restore(ns_pid, "pipe"))?;
+        let spare = if end.write_end { w } else { r };
+        sys::get_fd(inj, ns_pid, creator, spare)
     }
 
-    /// Closes ends the process did not hold.
-    pub fn finish(self, inj: &mut Injector) -> Result<()> {
-        for (r, w) in self.spare.values() {
-            for fd in [r, w].into_iter().flatten() {
-                inj.syscall("close", libc::SYS_close, &[*fd])?;
-            }
-        }
-        Ok(())
+    /// Creators whose spare fds must be closed once every process has its fds.
+    pub fn spares(&self) -> Vec<(i32, u64)> {
+        self.made
+            .values()
+            .flat_map(|&(p, r, w)| [(p, r), (p, w)])
+            .collect()
     }
 }

@@ -186,6 +186,18 @@ pub fn children(pid: i32) -> Result<Vec<i32>> {
     Ok(out)
 }
 
+/// `root` and all its descendants (host pids), parents before children.
+pub fn tree(root: i32) -> Result<Vec<i32>> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let kids = children(out[i])?;
+        out.extend(kids);
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// /proc/PID/fdinfo/FD as key → value.
 pub fn fdinfo(pid: i32, fd: i32) -> Result<Status> {
     Status::read(format!("/proc/{pid}/fdinfo/{fd}"))

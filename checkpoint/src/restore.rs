@@ -1,12 +1,16 @@
 //! `restore()`: rebuild an image inside a stopped stub process by injected
-//! syscalls. The stub becomes the root of the restored tree (same ns pid).
+//! syscalls. The stub becomes the root of the restored tree (same ns pid);
+//! every other process is forked by its parent with clone3(set_tid).
 //!
 //! Order (privilege and dependencies): verify the whole image → seize the
-//! stub → gadget page → drop the stub's rseq, fds and mappings → VMAs, vDSO,
-//! pages, mm fields → files → cwd/umask/personality → signals → threads
-//! (clone3 with set_tid) and their per-thread state → rlimits → creds →
-//! registers → unmap the gadget from its own last syscall → detach all.
+//! stub → gadget page → drop the stub's rseq, fds and mappings → fork the
+//! tree (sessions on the way) → per process: VMAs, vDSO, pages, mm fields →
+//! files (shared ones shared again) → cwd/umask/personality, signals, timers
+//! → process groups → threads (clone3 with set_tid) and per-thread state →
+//! rlimits → creds → registers → unmap the gadget from its own last
+//! syscall → detach all.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,13 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::dump::{ProcessImage, GADGET_OFF, SCRATCH_LEN};
 use crate::error::{Error, Result};
-use crate::image::{ImageReader, Pages};
+use crate::files::FileTable;
+use crate::image::{ImageReader, Pages, ProcessEntry, VdsoFingerprint};
 use crate::memory::{self, MemoryImage};
 use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
-use crate::{files, signals, task, threads, timers};
+use crate::{signals, task, threads, timers};
 
 /// Highest user address + 1 with 4-level paging.
 const TASK_END: u64 = 0x7fff_ffff_f000;
@@ -42,40 +47,35 @@ pub struct RestoreStats {
     pub total_us: u64,
 }
 
-struct Loaded {
+struct Loaded<'a> {
+    entry: &'a ProcessEntry,
     img: ProcessImage,
     pages: Pages,
-    pages_name: String,
+}
+
+/// A process being rebuilt.
+struct Live {
+    host_pid: i32,
+    inj: Injector,
+    scratch: Scratch,
 }
 
 /// Restores the image in `dir` into `stub_pid` (host pid of a stopped,
 /// single-threaded process whose pid in its namespace equals the image's
 /// root pid, e.g. from [`crate::stub::Stub::spawn`]). On success the restored
-/// processes run; on failure the stub is killed.
+/// processes run; on failure the stub is killed (and with it its namespace).
 pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<RestoreStats> {
     let t0 = Instant::now();
     let reader = ImageReader::open(dir)?;
     let inv = &reader.inventory;
-    if inv.processes.len() != 1 {
-        return Err(Error::Unsupported {
-            pid: inv.root_pid,
-            what: format!(
-                "restoring a tree of {} processes (one for now)",
-                inv.processes.len()
-            ),
-        });
-    }
     // Everything is read and checksummed before the stub is touched.
     let mut loaded = Vec::new();
     for e in &inv.processes {
         let img: ProcessImage = reader.read_json(&e.record)?;
         let pages = reader.pages(&e.pages, e.pages_zstd)?;
-        loaded.push(Loaded {
-            img,
-            pages,
-            pages_name: e.pages.name.clone(),
-        });
+        loaded.push(Loaded { entry: e, img, pages });
     }
+    let order = tree_order(&loaded, inv.root_pid)?;
     let verify_us = t0.elapsed().as_micros() as u64;
     let stub_ns_pid = Status::of_pid(stub_pid)?.ns_pid()?;
     if stub_ns_pid != inv.root_pid {
@@ -88,7 +88,7 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
         ));
     }
     let mut attached = Attached(Vec::new());
-    let result = restore_root(stub_pid, &loaded[0], inv.vdso.as_ref(), &mut attached);
+    let result = restore_tree(stub_pid, &loaded, &order, inv.vdso.as_ref(), &mut attached);
     match result {
         Ok(mut stats) => {
             stats.verify_us = verify_us;
@@ -97,17 +97,45 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
             Ok(stats)
         }
         Err(e) => {
-            // A half-restored process must not run: kill the stub, and reap
-            // the threads we trace so that it can finish dying.
+            // A half-restored tree must not run: kill the stub (pid 1: the
+            // whole namespace goes) and reap the threads we trace.
             // SAFETY: kill(2) of the caller's stub.
             unsafe { libc::kill(stub_pid, libc::SIGKILL) };
-            crate::freeze::reap_killed(&std::mem::take(&mut attached.0));
+            let all = std::mem::take(&mut attached.0);
+            for &t in &all {
+                // SAFETY: kill(2) of a tracee we created.
+                unsafe { libc::kill(t, libc::SIGKILL) };
+            }
+            crate::freeze::reap_killed(&all);
             Err(e)
         }
     }
 }
 
-/// Tracee threads of the restore; all detached on drop (after a kill on error).
+/// Indexes of `loaded` parents before children (breadth first from the root).
+fn tree_order(loaded: &[Loaded], root: i32) -> Result<Vec<usize>> {
+    let root_idx = loaded
+        .iter()
+        .position(|l| l.entry.pid == root && l.entry.ppid == 0)
+        .ok_or_else(|| Error::restore(root, "image has no root process"))?;
+    let mut order = vec![root_idx];
+    let mut i = 0;
+    while i < order.len() {
+        let parent = loaded[order[i]].entry.pid;
+        let mut kids: Vec<usize> = (0..loaded.len())
+            .filter(|&k| loaded[k].entry.ppid == parent && loaded[k].entry.pid != parent)
+            .collect();
+        kids.sort_by_key(|&k| loaded[k].entry.pid);
+        order.extend(kids);
+        i += 1;
+    }
+    if order.len() != loaded.len() {
+        return Err(Error::restore(root, "processes whose parent is not in the image"));
+    }
+    Ok(order)
+}
+
+/// Tracee threads of the restore; all detached on drop.
 struct Attached(Vec<i32>);
 
 impl Drop for Attached {
@@ -118,44 +146,40 @@ impl Drop for Attached {
     }
 }
 
-fn restore_root(
+fn restore_tree(
     stub: i32,
-    l: &Loaded,
-    vdso: Option<&crate::image::VdsoFingerprint>,
+    loaded: &[Loaded],
+    order: &[usize],
+    vdso: Option<&VdsoFingerprint>,
     attached: &mut Attached,
 ) -> Result<RestoreStats> {
-    let img = &l.img;
+    let root = &loaded[order[0]];
     let mut stats = RestoreStats {
-        processes: 1,
-        threads: img.threads.len(),
-        pages_restored: img.memory.pages_total,
+        processes: loaded.len(),
+        threads: loaded.iter().map(|l| l.img.threads.len()).sum(),
+        pages_restored: loaded.iter().map(|l| l.img.memory.pages_total).sum(),
         ..Default::default()
     };
     if proc::tasks(stub)?.len() != 1 {
-        return Err(Error::restore(
-            img.pid,
-            format!("stub {stub} is not single-threaded"),
-        ));
+        return Err(Error::restore(root.entry.pid, format!("stub {stub} is not single-threaded")));
     }
-    let opts = ptrace::OPT_TRACESYSGOOD
-        | ptrace::OPT_EXITKILL
-        | ptrace::OPT_TRACECLONE
-        | ptrace::OPT_TRACEFORK;
+    let opts = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_EXITKILL | ptrace::OPT_TRACECLONE | ptrace::OPT_TRACEFORK;
     ptrace::seize(stub, opts)?;
     attached.0.push(stub);
     // A stub stopped by SIGSTOP stays stopped after detach unless continued.
     // SAFETY: kill(2) of the stub.
     unsafe { libc::kill(stub, libc::SIGCONT) };
     ptrace::interrupt(stub)?;
-    match ptrace::wait(stub)? {
-        Stop::Exited(_) | Stop::Killed(_) => return Err(Error::restore(img.pid, "stub exited")),
-        _ => {}
+    if let Stop::Exited(_) | Stop::Killed(_) = ptrace::wait(stub)? {
+        return Err(Error::restore(root.entry.pid, "stub exited"));
     }
 
+    // Gadget + scratch page at an address free in the stub and in every image.
     let stub_maps = proc::parse_maps(stub)?;
     let insn = memory::vdso_syscall_insn(stub, &stub_maps)?;
     let mut inj = Injector::new(stub, Gadget::Syscall(insn))?;
-    let g = pick_gadget_addr(&stub_maps, &img.memory)?;
+    let images: Vec<&MemoryImage> = loaded.iter().map(|l| &l.img.memory).collect();
+    let g = pick_gadget_addr(&stub_maps, &images)?;
     inj.syscall(
         "mmap(gadget)",
         libc::SYS_mmap,
@@ -168,16 +192,9 @@ fn restore_root(
             0,
         ],
     )?;
-    let mem = Mem::open(stub)?;
-    mem.write(g + GADGET_OFF, &GADGET_BYTES)?;
-    let scratch = Scratch {
-        addr: g,
-        size: GADGET_OFF,
-        mem: Mem::open(stub)?,
-    };
+    Mem::open(stub)?.write(g + GADGET_OFF, &GADGET_BYTES)?;
     let gadget = Gadget::SyscallTrap(g + GADGET_OFF);
     inj.set_gadget(gadget);
-
     // The kernel writes to a registered rseq area on every return to user:
     // drop the stub's before its memory goes.
     let rseq = ptrace::get_rseq(stub)?;
@@ -185,75 +202,163 @@ fn restore_root(
         inj.syscall(
             "rseq(unregister)",
             libc::SYS_rseq,
-            &[
-                rseq.rseq_abi_pointer,
-                rseq.rseq_abi_size as u64,
-                1,
-                rseq.signature as u64,
-            ],
+            &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64],
         )?;
     }
-    inj.syscall(
-        "close_range",
-        libc::SYS_close_range,
-        &[0, u32::MAX as u64, 0],
-    )?;
+    inj.syscall("close_range", libc::SYS_close_range, &[0, u32::MAX as u64, 0])?;
     inj.syscall("munmap(below)", libc::SYS_munmap, &[0, g])?;
     let above = g + SCRATCH_LEN;
-    inj.syscall(
-        "munmap(above)",
-        libc::SYS_munmap,
-        &[above, TASK_END - above],
-    )?;
+    inj.syscall("munmap(above)", libc::SYS_munmap, &[above, TASK_END - above])?;
 
-    let t_mem = Instant::now();
-    memory::restore_vmas(&mut inj, &scratch, &img.memory)?;
-    if let Some(place) = &img.memory.vdso {
-        memory::restore_vdso(&mut inj, stub, place, vdso)?;
+    // Fork the tree from this bare state: children inherit only the gadget.
+    let mut live: HashMap<i32, Live> = HashMap::new();
+    let scratch = Scratch {
+        addr: g,
+        size: GADGET_OFF,
+        mem: Mem::open(stub)?,
+    };
+    live.insert(
+        root.entry.pid,
+        Live {
+            host_pid: stub,
+            inj,
+            scratch,
+        },
+    );
+    for &i in order {
+        let l = &loaded[i];
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        if l.entry.sid == l.entry.pid {
+            // Before forking children, which inherit the session.
+            me.inj.syscall("setsid", libc::SYS_setsid, &[])?;
+        }
+        let kids: Vec<&Loaded> = order
+            .iter()
+            .map(|&k| &loaded[k])
+            .filter(|k| k.entry.ppid == l.entry.pid)
+            .collect();
+        let mut born = Vec::new();
+        for k in kids {
+            let host = clone_with_tid(&mut me.inj, &me.scratch, l.entry.pid, k.entry.pid, false, k.img.task.exit_signal)?;
+            attached.0.push(host);
+            born.push((k.entry.pid, host));
+        }
+        for (pid, host) in born {
+            let inj = Injector::new(host, gadget)?;
+            let scratch = Scratch {
+                addr: g,
+                size: GADGET_OFF,
+                mem: Mem::open(host)?,
+            };
+            live.insert(
+                pid,
+                Live {
+                    host_pid: host,
+                    inj,
+                    scratch,
+                },
+            );
+        }
     }
-    memory::restore_pages(&mem, &img.memory, l.pages.as_slice(), &l.pages_name)?;
-    memory::restore_mm(&mut inj, &scratch, &img.memory.mm)?;
+
+    // Memory of every process.
+    let t_mem = Instant::now();
+    for &i in order {
+        let l = &loaded[i];
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        memory::restore_vmas(&mut me.inj, &me.scratch, &l.img.memory)?;
+        if let Some(place) = &l.img.memory.vdso {
+            memory::restore_vdso(&mut me.inj, me.host_pid, place, vdso)?;
+        }
+        memory::restore_pages(&me.scratch.mem, &l.img.memory, l.pages.as_slice(), &l.entry.pages.name)?;
+        memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)?;
+    }
     stats.memory_us = t_mem.elapsed().as_micros() as u64;
 
-    files::restore(&mut inj, &scratch, stub, &img.files)?;
-    task::restore_inside(&mut inj, &scratch, stub, &img.task)?;
-    signals::restore(&mut inj, &scratch, img.pid, &img.signals)?;
-    timers::restore(&mut inj, &scratch, &img.timers)?;
-
-    // Threads: the stub is the leader; the others are cloned with their tids.
-    let leader = img
-        .threads
-        .first()
-        .ok_or_else(|| Error::restore(img.pid, "no threads in image"))?;
-    if leader.tid != img.pid {
-        return Err(Error::restore(
-            img.pid,
-            format!("first thread {} is not the leader", leader.tid),
-        ));
+    // Files: a table across the tree so shared descriptions stay shared.
+    let pipe_images = loaded.iter().flat_map(|l| l.img.files.pipes.iter()).collect();
+    let mut table = FileTable::new(pipe_images);
+    for &i in order {
+        let l = &loaded[i];
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        table.restore(&mut me.inj, &me.scratch, l.entry.pid, me.host_pid, &l.img.files)?;
     }
-    let mut host_tids = vec![stub];
-    for t in &img.threads[1..] {
-        let host = clone_thread(&mut inj, &scratch, img.pid, t.tid)?;
-        attached.0.push(host);
-        host_tids.push(host);
-    }
-    stats.clamped_rlimits = task::restore_rlimits(stub, &img.task)?;
-    threads::restore_in_thread(&mut inj, &scratch, img.pid, leader)?;
-    task::restore_creds(&mut inj, &scratch, img.pid, &img.task.creds)?;
-    for (t, &host) in img.threads.iter().zip(&host_tids).skip(1) {
-        let mut t_inj = Injector::new(host, gadget)?;
-        threads::restore_in_thread(&mut t_inj, &scratch, img.pid, t)?;
-        task::restore_creds(&mut t_inj, &scratch, img.pid, &img.task.creds)?;
-        t_inj.forget();
-        threads::set_final_state(host, t)?;
+    for (pid, fd) in table.pipes.spares() {
+        if let Some(me) = live.get_mut(&pid) {
+            me.inj.syscall("close", libc::SYS_close, &[fd])?;
+        }
     }
 
-    // The gadget page unmaps itself: run munmap from it with syscall stops,
-    // and at the exit stop give the leader its own registers.
-    inj.set_gadget(Gadget::Syscall(g + GADGET_OFF));
-    inj.syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
-    inj.forget();
-    threads::set_final_state(stub, leader)?;
+    for &i in order {
+        let l = &loaded[i];
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        task::restore_inside(&mut me.inj, &me.scratch, me.host_pid, &l.img.task)?;
+        signals::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.signals)?;
+        timers::restore(&mut me.inj, &me.scratch, &l.img.timers)?;
+    }
+    // Process groups: leaders first, then members (all in their sessions now).
+    for leaders_pass in [true, false] {
+        for &i in order {
+            let e = loaded[i].entry;
+            if e.pgid == 0 || (e.pgid == e.pid) != leaders_pass || e.sid == e.pid {
+                continue;
+            }
+            let me = live
+                .get_mut(&e.pid)
+                .ok_or_else(|| Error::restore(e.pid, "not created"))?;
+            me.inj.syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])?;
+        }
+    }
+
+    // Threads and per-thread state, rlimits, creds; final registers.
+    for &i in order {
+        let l = &loaded[i];
+        let img = &l.img;
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        let leader = img
+            .threads
+            .first()
+            .filter(|t| t.tid == img.pid)
+            .ok_or_else(|| Error::restore(img.pid, "first thread is not the leader"))?;
+        let mut host_tids = Vec::with_capacity(img.threads.len());
+        for t in &img.threads[1..] {
+            let host = clone_with_tid(&mut me.inj, &me.scratch, img.pid, t.tid, true, 0)?;
+            attached.0.push(host);
+            host_tids.push(host);
+        }
+        stats.clamped_rlimits.extend(task::restore_rlimits(me.host_pid, &img.task)?);
+        threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
+        task::restore_creds(&mut me.inj, &me.scratch, img.pid, &img.task.creds)?;
+        for (t, &host) in img.threads[1..].iter().zip(&host_tids) {
+            let mut t_inj = Injector::new(host, gadget)?;
+            threads::restore_in_thread(&mut t_inj, &me.scratch, img.pid, t)?;
+            task::restore_creds(&mut t_inj, &me.scratch, img.pid, &img.task.creds)?;
+            t_inj.forget();
+            threads::set_final_state(host, t)?;
+        }
+    }
+    // The gadget page unmaps itself: munmap runs from it with syscall stops,
+    // and at the exit stop each leader gets its own registers.
+    for &i in order {
+        let l = &loaded[i];
+        let mut me = live
+            .remove(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        me.inj.set_gadget(Gadget::Syscall(g + GADGET_OFF));
+        me.inj.syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
+        me.inj.forget();
+        threads::set_final_state(me.host_pid, &l.img.threads[0])?;
+    }
     // Detach every thread: they run from here.
     for t in std::mem::take(&mut attached.0) {
         ptrace::detach(t, 0)?;
@@ -261,25 +366,22 @@ fn restore_root(
     Ok(stats)
 }
 
-/// A page for the gadget/scratch that neither the stub nor the image uses
+/// A page for the gadget/scratch that neither the stub nor any image uses
 /// (nor a stack's guard gap below it).
-fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], img: &MemoryImage) -> Result<u64> {
+fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], images: &[&MemoryImage]) -> Result<u64> {
     let gap = 1 << 20;
     let busy = |a: u64| {
         let end = a + SCRATCH_LEN;
         stub_maps.iter().any(|m| a < m.end && m.start < end)
-            || img.vmas.iter().any(|v| {
-                let lo = if v.growsdown {
-                    v.start.saturating_sub(gap)
-                } else {
-                    v.start
-                };
-                a < v.end && lo < end
+            || images.iter().any(|img| {
+                img.vmas.iter().any(|v| {
+                    let lo = if v.growsdown { v.start.saturating_sub(gap) } else { v.start };
+                    a < v.end && lo < end
+                }) || img
+                    .vdso
+                    .as_ref()
+                    .is_some_and(|p| a < p.vdso_end && p.vvar_start < end)
             })
-            || img
-                .vdso
-                .as_ref()
-                .is_some_and(|p| a < p.vdso_end && p.vvar_start < end)
     };
     let mut a = 0x10000u64;
     while a < 0x1_0000_0000 {
@@ -288,25 +390,34 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], img: &MemoryImage) -> Result<
         }
         a += 0x10000;
     }
-    Err(Error::restore(
-        0,
-        "no free address below 4 GiB for the restore gadget",
-    ))
+    Err(Error::restore(0, "no free address below 4 GiB for the restore gadget"))
 }
 
-/// clone3 with CLONE_THREAD and set_tid = `tid`, injected in the leader.
-/// Returns the new thread's host tid, stopped (auto-attached).
-fn clone_thread(inj: &mut Injector, scratch: &Scratch, pid: i32, tid: i32) -> Result<i32> {
-    let flags = (libc::CLONE_VM
-        | libc::CLONE_FS
-        | libc::CLONE_FILES
-        | libc::CLONE_SIGHAND
-        | libc::CLONE_THREAD
-        | libc::CLONE_SYSVSEM) as u64;
+/// clone3 with set_tid = `tid`, injected: a thread of the injected process
+/// (`thread`) or a child process (fork-like, `exit_signal`). Returns the new
+/// task's host tid, stopped (auto-attached by TRACECLONE/TRACEFORK).
+fn clone_with_tid(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    pid: i32,
+    tid: i32,
+    thread: bool,
+    exit_signal: i32,
+) -> Result<i32> {
+    let flags = if thread {
+        (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64
+    } else {
+        0
+    };
     let set_tid = scratch.put(384, &tid.to_ne_bytes())?;
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
     // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, 1, 0];
+    let args: [u64; 11] = [flags, 0, 0, 0, exit_signal as u64, 0, 0, 0, set_tid, 1, 0];
     let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let a = scratch.put(256, &bytes)?;
     let deadline = Instant::now() + PID_FREE_WAIT;
@@ -320,28 +431,23 @@ fn clone_thread(inj: &mut Injector, scratch: &Scratch, pid: i32, tid: i32) -> Re
         if r < 0 {
             return Err(Error::Syscall {
                 tid: inj.tid(),
-                name: "clone3(thread)",
+                name: if thread { "clone3(thread)" } else { "clone3(process)" },
                 errno: nix::errno::Errno::from_raw(-r as i32),
             });
         }
         if r != tid as i64 {
-            return Err(Error::restore(
-                pid,
-                format!("clone3 made thread {r}, wanted {tid}"),
-            ));
+            return Err(Error::restore(pid, format!("clone3 made {r}, wanted {tid}")));
         }
         break;
     }
     let host = inj
         .last_new_tid
-        .ok_or_else(|| Error::restore(pid, format!("no clone event for thread {tid}")))?;
-    // The new thread starts in a ptrace stop (auto-attached).
+        .ok_or_else(|| Error::restore(pid, format!("no clone event for {tid}")))?;
+    // The new task starts in a ptrace stop (auto-attached).
     loop {
         match ptrace::wait(host)? {
             s if s.is_event_stop() => break,
-            Stop::Exited(_) | Stop::Killed(_) => {
-                return Err(Error::restore(pid, format!("new thread {tid} died")))
-            }
+            Stop::Exited(_) | Stop::Killed(_) => return Err(Error::restore(pid, format!("new task {tid} died"))),
             _ => ptrace::cont(host, 0)?,
         }
     }

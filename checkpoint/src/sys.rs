@@ -84,3 +84,20 @@ pub fn move_fd(inj: &mut Injector, from: u64, to: i32, cloexec: bool) -> Result<
     inj.syscall("close", libc::SYS_close, &[from])?;
     Ok(())
 }
+
+/// A new fd (CLOEXEC, lowest free number) in the injected process `me`
+/// for fd `fd` of process `owner` (both ns pids): dup within a process,
+/// pidfd_getfd across processes — the open file description is shared.
+pub fn get_fd(inj: &mut Injector, me: i32, owner: i32, fd: u64) -> Result<u64> {
+    if me == owner {
+        return inj.syscall(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            libc::SYS_fcntl,
+            &[fd, libc::F_DUPFD_CLOEXEC as u64, 0],
+        );
+    }
+    let pidfd = inj.syscall("pidfd_open", libc::SYS_pidfd_open, &[owner as u64, 0])?;
+    let r = inj.syscall("pidfd_getfd", libc::SYS_pidfd_getfd, &[pidfd, fd, 0]);
+    inj.syscall("close", libc::SYS_close, &[pidfd])?;
+    r
+}

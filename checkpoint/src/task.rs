@@ -30,6 +30,9 @@ pub struct Creds {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskImage {
+    /// Signal sent to the parent on exit (stat field 38), usually SIGCHLD.
+    #[serde(default)]
+    pub exit_signal: i32,
     pub cwd: String,
     pub root: String,
     pub umask: u32,
@@ -74,6 +77,7 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
         });
     }
     Ok(TaskImage {
+        exit_signal: proc::Stat::read(pid)?.field(38)? as i32,
         cwd: proc::read_link(format!("/proc/{pid}/cwd"))?
             .to_string_lossy()
             .into_owned(),
