@@ -107,9 +107,9 @@ impl Frozen {
             // SAFETY: plain kill(2) of a pid we hold stopped.
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
-        for p in &self.procs {
-            reap_killed(&p.tids);
-        }
+        // All at once: a namespace's init waits for its traced children.
+        let all: Vec<i32> = self.procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
+        reap_killed(&all);
     }
 }
 
