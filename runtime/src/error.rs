@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use libcontainer::container::ContainerStatus;
 use libcontainer::error::LibcontainerError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +17,7 @@ pub enum RuntimeError {
     WrongStatus {
         id: String,
         op: &'static str,
-        status: ContainerStatus,
+        status: &'static str,
         hint: &'static str,
     },
     #[error("bundle {path}: {reason}")]
@@ -41,8 +40,9 @@ pub enum RuntimeError {
     Libcontainer {
         op: &'static str,
         id: String,
+        // Boxed: libcontainer's error is large, and most results never hold it.
         #[source]
-        source: LibcontainerError,
+        source: Box<LibcontainerError>,
     },
     #[error("cgroup of container {id}")]
     Cgroup {
@@ -85,7 +85,7 @@ impl RuntimeError {
         RuntimeError::Libcontainer {
             op,
             id: id.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 

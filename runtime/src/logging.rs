@@ -41,7 +41,8 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            self.rest.push((field.name().to_string(), value.to_string()));
+            self.rest
+                .push((field.name().to_string(), value.to_string()));
         }
     }
 }

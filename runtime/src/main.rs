@@ -8,16 +8,12 @@ use godwit_runtime::store::StateRoot;
 use godwit_runtime::verbs;
 
 fn main() -> ExitCode {
-    // Like runc and other CLI tools: a closed stdout pipe (`godwit list | head`)
-    // ends the process quietly instead of a panic in println!.
-    // SAFETY: setting a signal disposition to SIG_DFL before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
-    if let Err(e) =
-        godwit_runtime::logging::init(cli.global.log.as_deref(), cli.global.log_format, cli.global.debug)
-    {
+    if let Err(e) = godwit_runtime::logging::init(
+        cli.global.log.as_deref(),
+        cli.global.log_format,
+        cli.global.debug,
+    ) {
         eprintln!("godwit: cannot open log file: {e}");
         return ExitCode::from(1);
     }
@@ -32,9 +28,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a reader that went away (`godwit list | head`) is not an
+/// error. (SIGPIPE stays ignored: hooks that do not read their stdin must not
+/// kill us while libcontainer writes the state to them.)
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    out(&(serde_json::to_string_pretty(value)? + "\n"))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -63,13 +69,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::List(args) => {
             let states = verbs::list::list(&root)?;
             if args.quiet {
-                for s in &states {
-                    println!("{}", s.id);
-                }
+                let ids: String = states.iter().map(|s| format!("{}\n", s.id)).collect();
+                out(&ids)?;
             } else if args.format == ListFormat::Json {
-                println!("{}", serde_json::to_string(&states)?);
+                out(&(serde_json::to_string(&states)? + "\n"))?;
             } else {
-                print!("{}", verbs::list::table(&states));
+                out(&verbs::list::table(&states))?;
             }
         }
         Command::Kill(args) => {
@@ -80,9 +85,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps(args) => {
             let pids = verbs::ps::pids(&root, &args.container_id)?;
             if args.format == ListFormat::Json {
-                println!("{}", serde_json::to_string(&pids)?);
+                out(&(serde_json::to_string(&pids)? + "\n"))?;
             } else {
-                print!("{}", verbs::ps::table(&pids, &args.ps_options)?);
+                out(&verbs::ps::table(&pids, &args.ps_options)?)?;
             }
         }
         Command::Pause(args) => verbs::pause::pause(&root, &args.container_id)?,
@@ -90,7 +95,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Events(args) => {
             let interval = verbs::events::parse_interval(&args.interval)?;
             loop {
-                println!("{}", verbs::events::stats(&root, &args.container_id)?);
+                out(&format!(
+                    "{}\n",
+                    verbs::events::stats(&root, &args.container_id)?
+                ))?;
                 if args.stats {
                     break;
                 }

@@ -64,8 +64,7 @@ pub fn create(
         return Err(RuntimeError::InvalidConfig {
             path: bundle.join("config.json"),
             field: "process.terminal".into(),
-            reason: "false, but --console-socket was given; set it to true or drop the flag"
-                .into(),
+            reason: "false, but --console-socket was given; set it to true or drop the flag".into(),
         });
     }
 

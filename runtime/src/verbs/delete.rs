@@ -20,7 +20,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "delete",
-            status: container.status(),
+            status: crate::verbs::state::status_name(container.status()),
             hint: "stop it first, or pass --force",
         });
     }

@@ -47,18 +47,20 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
             return Err(RuntimeError::WrongStatus {
                 id: id.to_string(),
                 op: "exec into",
-                status,
+                status: crate::verbs::state::status_name(status),
                 hint: "exec needs a running container (--ignore-paused for a paused one)",
             })
         }
     }
     let mut env = std::collections::HashMap::new();
     for kv in &args.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| RuntimeError::InvalidValue {
-            what: "--env",
-            value: kv.clone(),
-            reason: "expected KEY=VALUE".into(),
-        })?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| RuntimeError::InvalidValue {
+                what: "--env",
+                value: kv.clone(),
+                reason: "expected KEY=VALUE".into(),
+            })?;
         env.insert(k.to_string(), v.to_string());
     }
     let user = args.user.as_deref().map(parse_user).transpose()?;

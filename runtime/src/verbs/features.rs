@@ -32,7 +32,10 @@ pub fn features() -> Result<Features> {
         LinuxNamespaceType::Cgroup,
         LinuxNamespaceType::Time,
     ];
-    let capabilities = caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    let capabilities = caps::all()
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>();
     let linux = LinuxFeatureBuilder::default()
         .namespaces(namespaces)
         .capabilities(capabilities)
@@ -52,12 +55,32 @@ pub fn features() -> Result<Features> {
                 .build()
                 .map_err(err)?,
         )
-        .apparmor(ApparmorBuilder::default().enabled(true).build().map_err(err)?)
-        .selinux(SelinuxBuilder::default().enabled(false).build().map_err(err)?)
-        .intel_rdt(IntelRdtBuilder::default().enabled(false).build().map_err(err)?)
+        .apparmor(
+            ApparmorBuilder::default()
+                .enabled(true)
+                .build()
+                .map_err(err)?,
+        )
+        .selinux(
+            SelinuxBuilder::default()
+                .enabled(false)
+                .build()
+                .map_err(err)?,
+        )
+        .intel_rdt(
+            IntelRdtBuilder::default()
+                .enabled(false)
+                .build()
+                .map_err(err)?,
+        )
         .mount_extensions(
             MountExtensionsBuilder::default()
-                .idmap(IDMapBuilder::default().enabled(false).build().map_err(err)?)
+                .idmap(
+                    IDMapBuilder::default()
+                        .enabled(false)
+                        .build()
+                        .map_err(err)?,
+                )
                 .build()
                 .map_err(err)?,
         )

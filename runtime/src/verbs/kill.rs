@@ -20,7 +20,8 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     } else {
         format!("SIG{upper}")
     };
-    Signal::try_from(name.as_str()).map_err(|_| invalid("no such signal name (e.g. TERM, SIGKILL, 9)"))
+    Signal::try_from(name.as_str())
+        .map_err(|_| invalid("no such signal name (e.g. TERM, SIGKILL, 9)"))
 }
 
 pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<()> {
@@ -34,7 +35,7 @@ pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<()> {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "kill",
-            status: container.status(),
+            status: crate::verbs::state::status_name(container.status()),
             hint: "its process is not running",
         });
     }

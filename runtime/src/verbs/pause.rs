@@ -9,7 +9,7 @@ pub fn pause(root: &StateRoot, id: &str) -> Result<()> {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "pause",
-            status: container.status(),
+            status: crate::verbs::state::status_name(container.status()),
             hint: "only a running container can be paused",
         });
     }
@@ -25,7 +25,7 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<()> {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "resume",
-            status: container.status(),
+            status: crate::verbs::state::status_name(container.status()),
             hint: "only a paused container can be resumed",
         });
     }

@@ -57,6 +57,7 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
         });
     }
     let spec = default_spec(rootless)?;
-    let text = serde_json::to_string_pretty(&spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
+    let text =
+        serde_json::to_string_pretty(&spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
     std::fs::write(&path, text + "\n").map_err(|e| RuntimeError::io(&path, e))
 }

@@ -9,7 +9,7 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "start",
-            status: container.status(),
+            status: crate::verbs::state::status_name(container.status()),
             hint: "only a created container can be started; `godwit run` creates and starts",
         });
     }

@@ -21,7 +21,10 @@ pub fn parse_size(what: &'static str, text: &str) -> Result<i64> {
         return Ok(-1);
     }
     let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix("ib").or(lower.strip_suffix('b')).unwrap_or(&lower);
+    let lower = lower
+        .strip_suffix("ib")
+        .or(lower.strip_suffix('b'))
+        .unwrap_or(&lower);
     let (num, mult) = match lower.chars().last() {
         Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
         Some('m') => (&lower[..lower.len() - 1], 1 << 20),
@@ -30,7 +33,7 @@ pub fn parse_size(what: &'static str, text: &str) -> Result<i64> {
         _ => (lower, 1),
     };
     let n: f64 = num.trim().parse().map_err(|_| invalid())?;
-    if !(n >= 0.0) {
+    if !n.is_finite() || n < 0.0 {
         return Err(invalid());
     }
     Ok((n * mult as f64) as i64)
@@ -113,7 +116,12 @@ pub fn resources(args: &Update) -> Result<LinuxResources> {
         res = res.cpu(cpu.build().map_err(build_err)?);
     }
     if let Some(limit) = args.pids_limit {
-        res = res.pids(LinuxPidsBuilder::default().limit(limit).build().map_err(build_err)?);
+        res = res.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(build_err)?,
+        );
     }
     if let Some(weight) = args.blkio_weight {
         res = res.block_io(
