@@ -152,7 +152,10 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     }
     // Open file descriptions shared between fds and processes.
     {
-        let mut refs: Vec<(i32, &mut FilesImage)> = images.iter_mut().map(|(pid, img)| (*pid, &mut img.files)).collect();
+        let mut refs: Vec<(i32, &mut FilesImage)> = images
+            .iter_mut()
+            .map(|(pid, img)| (*pid, &mut img.files))
+            .collect();
         files::assign_ofds(&mut refs)?;
     }
     let inv_procs: Vec<ProcessEntry> = inv_procs

@@ -176,7 +176,16 @@ pub fn assign_ofds(procs: &mut [(i32, &mut FilesImage)]) -> Result<()> {
             }
             let (pid_j, fd_j) = (procs[all[j].0].0, procs[all[j].0].1.fds[all[j].1].fd);
             // SAFETY: kcmp(2) with integer arguments.
-            let r = unsafe { libc::syscall(libc::SYS_kcmp, pid_i, pid_j, 0 /* KCMP_FILE */, fd_i, fd_j) };
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_kcmp,
+                    pid_i,
+                    pid_j,
+                    0, /* KCMP_FILE */
+                    fd_i,
+                    fd_j,
+                )
+            };
             if r == 0 {
                 ids[j] = next;
             } else if r < 0 {
@@ -229,10 +238,15 @@ impl<'a> FileTable<'a> {
             }
             match &f.kind {
                 FdKind::Path { path, pos } => {
-                    let flags = f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
+                    let flags =
+                        f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
                     let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;
                     if *pos != 0 {
-                        inj.syscall("lseek", libc::SYS_lseek, &[tmp, *pos, libc::SEEK_SET as u64])?;
+                        inj.syscall(
+                            "lseek",
+                            libc::SYS_lseek,
+                            &[tmp, *pos, libc::SEEK_SET as u64],
+                        )?;
                     }
                     sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
                 }

@@ -108,7 +108,11 @@ impl Frozen {
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
         // All at once: a namespace's init waits for its traced children.
-        let all: Vec<i32> = self.procs.iter().flat_map(|p| p.tids.iter().copied()).collect();
+        let all: Vec<i32> = self
+            .procs
+            .iter()
+            .flat_map(|p| p.tids.iter().copied())
+            .collect();
         reap_killed(&all);
     }
 }

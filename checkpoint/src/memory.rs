@@ -21,7 +21,7 @@ const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
 /// Pages read per process_vm_readv batch (and per write to the image).
-const BATCH: usize = 16 << 20;
+const BATCH: usize = 8 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmaKind {
@@ -285,38 +285,28 @@ pub fn dump(
             left -= n;
         }
     }
-    let mut buf = vec![0u8; BATCH];
+    // Group pieces into batches (readable ones together; unreadable alone)
+    // and lay out the runs of the pages file up front.
+    let mut batches: Vec<Batch> = Vec::new();
     let mut i = 0;
     while i < pieces.len() {
-        let mut ranges: Vec<(u64, usize)> = Vec::new();
-        let mut filled = 0usize;
         if !pieces[i].2 {
-            // PROT_NONE and friends: process_vm_readv faults, /proc/PID/mem reads.
-            ranges.push((pieces[i].0, pieces[i].1));
-            filled = pieces[i].1;
-            mem.read(pieces[i].0, &mut buf[..filled])?;
+            batches.push((vec![(pieces[i].0, pieces[i].1)], pieces[i].1, false));
             i += 1;
-        } else {
-            while i < pieces.len() && pieces[i].2 && filled + pieces[i].1 <= BATCH {
-                ranges.push((pieces[i].0, pieces[i].1));
-                filled += pieces[i].1;
-                i += 1;
-            }
-            let got = ptrace::vm_readv(pid, &ranges, &mut buf[..filled])?;
-            if got < filled {
-                // Something became unreadable: /proc/PID/mem for the rest.
-                let mut off = 0usize;
-                for &(addr, len) in &ranges {
-                    if off + len > got {
-                        let skip = got.saturating_sub(off);
-                        mem.read(addr + skip as u64, &mut buf[off + skip..off + len])?;
-                    }
-                    off += len;
-                }
-            }
+            continue;
         }
-        let mut off = out.offset();
-        for &(addr, len) in &ranges {
+        let mut ranges = Vec::new();
+        let mut filled = 0usize;
+        while i < pieces.len() && pieces[i].2 && filled + pieces[i].1 <= BATCH {
+            ranges.push((pieces[i].0, pieces[i].1));
+            filled += pieces[i].1;
+            i += 1;
+        }
+        batches.push((ranges, filled, true));
+    }
+    let mut off = out.offset();
+    for (ranges, _, _) in &batches {
+        for &(addr, len) in ranges {
             // Merge with the previous run when contiguous in memory and file.
             match runs.last_mut() {
                 Some(last)
@@ -333,8 +323,41 @@ pub fn dump(
             }
             off += len as u64;
         }
-        out.write(&buf[..filled])?;
     }
+
+    // Copy: a reader thread fills buffers (process_vm_readv) while this
+    // thread writes the previous one, so reading and writing overlap.
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize)>>(4);
+    for _ in 0..4 {
+        let _ = free_tx.send(vec![0u8; BATCH]);
+    }
+    std::thread::scope(|scope| -> Result<()> {
+        let batches = &batches;
+        let mem = &mem;
+        scope.spawn(move || {
+            for (ranges, filled, readable) in batches {
+                let Ok(mut buf) = free_rx.recv() else {
+                    return;
+                };
+                let r = read_batch(pid, mem, ranges, &mut buf[..*filled], *readable)
+                    .map(|()| (buf, *filled));
+                let failed = r.is_err();
+                if full_tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for _ in 0..batches.len() {
+            let (buf, filled) = full_rx.recv().map_err(|_| Error::Unsupported {
+                pid,
+                what: "page reader thread ended early".into(),
+            })??;
+            out.write(&buf[..filled])?;
+            let _ = free_tx.send(buf);
+        }
+        Ok(())
+    })?;
     let pages_total = runs.iter().map(|r| r.pages).sum();
     Ok(MemoryImage {
         vmas,
@@ -343,6 +366,36 @@ pub fn dump(
         runs,
         pages_total,
     })
+}
+
+/// Remote ranges, their total length, and whether process_vm_readv can read them.
+type Batch = (Vec<(u64, usize)>, usize, bool);
+
+/// Reads one batch: many ranges with one process_vm_readv, falling back to
+/// /proc/PID/mem for what it cannot read (PROT_NONE, or a racing change).
+fn read_batch(
+    pid: i32,
+    mem: &Mem,
+    ranges: &[(u64, usize)],
+    buf: &mut [u8],
+    readable: bool,
+) -> Result<()> {
+    let got = if readable {
+        ptrace::vm_readv(pid, ranges, buf)?
+    } else {
+        0
+    };
+    if got < buf.len() {
+        let mut off = 0usize;
+        for &(addr, len) in ranges {
+            if off + len > got {
+                let skip = got.saturating_sub(off);
+                mem.read(addr + skip as u64, &mut buf[off + skip..off + len])?;
+            }
+            off += len;
+        }
+    }
+    Ok(())
 }
 
 /// Creates every VMA of the image in the (emptied) target by injected
@@ -389,9 +442,16 @@ pub fn restore_vmas(inj: &mut Injector, scratch: &Scratch, img: &MemoryImage) ->
     Ok(())
 }
 
-/// Writes the image's pages into the target through /proc/PID/mem (FOLL_FORCE
-/// reaches read-only and PROT_NONE pages), one write per run.
-pub fn restore_pages(mem: &Mem, img: &MemoryImage, pages: &[u8], file: &str) -> Result<()> {
+/// Writes the image's pages into the target, one call per run:
+/// process_vm_writev (one copy, pages pinned in batches) where the memory is
+/// writable, /proc/PID/mem (FOLL_FORCE) for read-only and PROT_NONE pages.
+pub fn restore_pages(
+    pid: i32,
+    mem: &Mem,
+    img: &MemoryImage,
+    pages: &[u8],
+    file: &str,
+) -> Result<()> {
     let ps = crate::page_size();
     for r in &img.runs {
         let len = r.pages * ps;
@@ -403,7 +463,10 @@ pub fn restore_pages(mem: &Mem, img: &MemoryImage, pages: &[u8], file: &str) -> 
                     format!("page run at {:#x} lies beyond the file", r.addr),
                 )
             })?;
-        mem.write(r.addr, data)?;
+        let done = ptrace::vm_writev(pid, r.addr, data);
+        if done < data.len() {
+            mem.write(r.addr + done as u64, &data[done..])?;
+        }
     }
     Ok(())
 }

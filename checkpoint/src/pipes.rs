@@ -126,7 +126,9 @@ impl<'a> PipeTable<'a> {
                 .images
                 .iter()
                 .find(|p| p.inode == end.inode)
-                .ok_or_else(|| Error::restore(ns_pid, format!("fd {fd}: no record of pipe {}", end.inode)))?;
+                .ok_or_else(|| {
+                    Error::restore(ns_pid, format!("fd {fd}: no record of pipe {}", end.inode))
+                })?;
             let a = scratch.put(0, &[0u8; 8])?;
             inj.syscall("pipe2", libc::SYS_pipe2, &[a, libc::O_CLOEXEC as u64])?;
             let b = scratch.get(0, 8)?;

@@ -424,6 +424,29 @@ pub fn vm_readv(pid: i32, ranges: &[(u64, usize)], buf: &mut [u8]) -> Result<usi
     Ok(done)
 }
 
+/// Writes `data` at `addr` in `pid` with process_vm_writev; returns how many
+/// bytes were written (short at the first page that is not writable).
+pub fn vm_writev(pid: i32, addr: u64, data: &[u8]) -> usize {
+    let mut done = 0usize;
+    while done < data.len() {
+        let local = libc::iovec {
+            iov_base: data[done..].as_ptr() as *mut libc::c_void,
+            iov_len: data.len() - done,
+        };
+        let remote = libc::iovec {
+            iov_base: (addr + done as u64) as *mut libc::c_void,
+            iov_len: data.len() - done,
+        };
+        // SAFETY: local points into data; the kernel only reads it.
+        let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    done
+}
+
 /// Where an injected syscall runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gadget {

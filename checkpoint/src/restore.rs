@@ -73,7 +73,11 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
     for e in &inv.processes {
         let img: ProcessImage = reader.read_json(&e.record)?;
         let pages = reader.pages(&e.pages, e.pages_zstd)?;
-        loaded.push(Loaded { entry: e, img, pages });
+        loaded.push(Loaded {
+            entry: e,
+            img,
+            pages,
+        });
     }
     let order = tree_order(&loaded, inv.root_pid)?;
     let verify_us = t0.elapsed().as_micros() as u64;
@@ -130,7 +134,10 @@ fn tree_order(loaded: &[Loaded], root: i32) -> Result<Vec<usize>> {
         i += 1;
     }
     if order.len() != loaded.len() {
-        return Err(Error::restore(root, "processes whose parent is not in the image"));
+        return Err(Error::restore(
+            root,
+            "processes whose parent is not in the image",
+        ));
     }
     Ok(order)
 }
@@ -161,9 +168,15 @@ fn restore_tree(
         ..Default::default()
     };
     if proc::tasks(stub)?.len() != 1 {
-        return Err(Error::restore(root.entry.pid, format!("stub {stub} is not single-threaded")));
+        return Err(Error::restore(
+            root.entry.pid,
+            format!("stub {stub} is not single-threaded"),
+        ));
     }
-    let opts = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_EXITKILL | ptrace::OPT_TRACECLONE | ptrace::OPT_TRACEFORK;
+    let opts = ptrace::OPT_TRACESYSGOOD
+        | ptrace::OPT_EXITKILL
+        | ptrace::OPT_TRACECLONE
+        | ptrace::OPT_TRACEFORK;
     ptrace::seize(stub, opts)?;
     attached.0.push(stub);
     // A stub stopped by SIGSTOP stays stopped after detach unless continued.
@@ -202,13 +215,26 @@ fn restore_tree(
         inj.syscall(
             "rseq(unregister)",
             libc::SYS_rseq,
-            &[rseq.rseq_abi_pointer, rseq.rseq_abi_size as u64, 1, rseq.signature as u64],
+            &[
+                rseq.rseq_abi_pointer,
+                rseq.rseq_abi_size as u64,
+                1,
+                rseq.signature as u64,
+            ],
         )?;
     }
-    inj.syscall("close_range", libc::SYS_close_range, &[0, u32::MAX as u64, 0])?;
+    inj.syscall(
+        "close_range",
+        libc::SYS_close_range,
+        &[0, u32::MAX as u64, 0],
+    )?;
     inj.syscall("munmap(below)", libc::SYS_munmap, &[0, g])?;
     let above = g + SCRATCH_LEN;
-    inj.syscall("munmap(above)", libc::SYS_munmap, &[above, TASK_END - above])?;
+    inj.syscall(
+        "munmap(above)",
+        libc::SYS_munmap,
+        &[above, TASK_END - above],
+    )?;
 
     // Fork the tree from this bare state: children inherit only the gadget.
     let mut live: HashMap<i32, Live> = HashMap::new();
@@ -241,7 +267,14 @@ fn restore_tree(
             .collect();
         let mut born = Vec::new();
         for k in kids {
-            let host = clone_with_tid(&mut me.inj, &me.scratch, l.entry.pid, k.entry.pid, false, k.img.task.exit_signal)?;
+            let host = clone_with_tid(
+                &mut me.inj,
+                &me.scratch,
+                l.entry.pid,
+                k.entry.pid,
+                false,
+                k.img.task.exit_signal,
+            )?;
             attached.0.push(host);
             born.push((k.entry.pid, host));
         }
@@ -274,20 +307,35 @@ fn restore_tree(
         if let Some(place) = &l.img.memory.vdso {
             memory::restore_vdso(&mut me.inj, me.host_pid, place, vdso)?;
         }
-        memory::restore_pages(&me.scratch.mem, &l.img.memory, l.pages.as_slice(), &l.entry.pages.name)?;
+        memory::restore_pages(
+            me.host_pid,
+            &me.scratch.mem,
+            &l.img.memory,
+            l.pages.as_slice(),
+            &l.entry.pages.name,
+        )?;
         memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)?;
     }
     stats.memory_us = t_mem.elapsed().as_micros() as u64;
 
     // Files: a table across the tree so shared descriptions stay shared.
-    let pipe_images = loaded.iter().flat_map(|l| l.img.files.pipes.iter()).collect();
+    let pipe_images = loaded
+        .iter()
+        .flat_map(|l| l.img.files.pipes.iter())
+        .collect();
     let mut table = FileTable::new(pipe_images);
     for &i in order {
         let l = &loaded[i];
         let me = live
             .get_mut(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        table.restore(&mut me.inj, &me.scratch, l.entry.pid, me.host_pid, &l.img.files)?;
+        table.restore(
+            &mut me.inj,
+            &me.scratch,
+            l.entry.pid,
+            me.host_pid,
+            &l.img.files,
+        )?;
     }
     for (pid, fd) in table.pipes.spares() {
         if let Some(me) = live.get_mut(&pid) {
@@ -314,7 +362,8 @@ fn restore_tree(
             let me = live
                 .get_mut(&e.pid)
                 .ok_or_else(|| Error::restore(e.pid, "not created"))?;
-            me.inj.syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])?;
+            me.inj
+                .syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])?;
         }
     }
 
@@ -336,7 +385,9 @@ fn restore_tree(
             attached.0.push(host);
             host_tids.push(host);
         }
-        stats.clamped_rlimits.extend(task::restore_rlimits(me.host_pid, &img.task)?);
+        stats
+            .clamped_rlimits
+            .extend(task::restore_rlimits(me.host_pid, &img.task)?);
         threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
         task::restore_creds(&mut me.inj, &me.scratch, img.pid, &img.task.creds)?;
         for (t, &host) in img.threads[1..].iter().zip(&host_tids) {
@@ -355,7 +406,8 @@ fn restore_tree(
             .remove(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
         me.inj.set_gadget(Gadget::Syscall(g + GADGET_OFF));
-        me.inj.syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
+        me.inj
+            .syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
         me.inj.forget();
         threads::set_final_state(me.host_pid, &l.img.threads[0])?;
     }
@@ -375,7 +427,11 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], images: &[&MemoryImage]) -> R
         stub_maps.iter().any(|m| a < m.end && m.start < end)
             || images.iter().any(|img| {
                 img.vmas.iter().any(|v| {
-                    let lo = if v.growsdown { v.start.saturating_sub(gap) } else { v.start };
+                    let lo = if v.growsdown {
+                        v.start.saturating_sub(gap)
+                    } else {
+                        v.start
+                    };
                     a < v.end && lo < end
                 }) || img
                     .vdso
@@ -390,7 +446,10 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], images: &[&MemoryImage]) -> R
         }
         a += 0x10000;
     }
-    Err(Error::restore(0, "no free address below 4 GiB for the restore gadget"))
+    Err(Error::restore(
+        0,
+        "no free address below 4 GiB for the restore gadget",
+    ))
 }
 
 /// clone3 with set_tid = `tid`, injected: a thread of the injected process
@@ -431,12 +490,19 @@ fn clone_with_tid(
         if r < 0 {
             return Err(Error::Syscall {
                 tid: inj.tid(),
-                name: if thread { "clone3(thread)" } else { "clone3(process)" },
+                name: if thread {
+                    "clone3(thread)"
+                } else {
+                    "clone3(process)"
+                },
                 errno: nix::errno::Errno::from_raw(-r as i32),
             });
         }
         if r != tid as i64 {
-            return Err(Error::restore(pid, format!("clone3 made {r}, wanted {tid}")));
+            return Err(Error::restore(
+                pid,
+                format!("clone3 made {r}, wanted {tid}"),
+            ));
         }
         break;
     }
@@ -447,7 +513,9 @@ fn clone_with_tid(
     loop {
         match ptrace::wait(host)? {
             s if s.is_event_stop() => break,
-            Stop::Exited(_) | Stop::Killed(_) => return Err(Error::restore(pid, format!("new task {tid} died"))),
+            Stop::Exited(_) | Stop::Killed(_) => {
+                return Err(Error::restore(pid, format!("new task {tid} died")))
+            }
             _ => ptrace::cont(host, 0)?,
         }
     }

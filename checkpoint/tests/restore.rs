@@ -269,7 +269,15 @@ fn corrupt_truncated_and_foreign_images_are_refused() {
 fn process_tree_with_pipes_in_flight_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let (c, ds, rs) = roundtrip("pipetree", &[out.to_str().unwrap()], tmp.path(), &out, 10, 40, assert_ticks);
+    let (c, ds, rs) = roundtrip(
+        "pipetree",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        10,
+        40,
+        assert_ticks,
+    );
     assert_eq!(ds.processes, 3);
     assert_eq!(rs.processes, 3);
     let tree = godwit_checkpoint::proc::tree(c.pid).unwrap();
