@@ -87,6 +87,8 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
     image::create_dir(dir)?;
+    // Not starved by the (possibly thousands of) runnable threads we stop.
+    let _boost = crate::boost::Boost::new();
     let frozen = Frozen::freeze(pids)?;
     stats.freeze_us = us(t0);
     stats.processes = frozen.procs.len();

@@ -5,6 +5,7 @@
 //! Entry points: [`dump`] and [`restore`]; [`stub::Stub`] makes a process to
 //! restore into.
 
+pub mod boost;
 pub mod error;
 pub mod files;
 pub mod freeze;

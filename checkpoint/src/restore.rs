@@ -92,7 +92,16 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
         ));
     }
     let mut attached = Attached(Vec::new());
-    let result = restore_tree(stub_pid, &loaded, &order, inv.vdso.as_ref(), &mut attached);
+    let mut boost = crate::boost::Boost::new();
+    let cpu = boost.pin();
+    let result = restore_tree(
+        cpu,
+        stub_pid,
+        &loaded,
+        &order,
+        inv.vdso.as_ref(),
+        &mut attached,
+    );
     match result {
         Ok(mut stats) => {
             stats.verify_us = verify_us;
@@ -154,6 +163,7 @@ impl Drop for Attached {
 }
 
 fn restore_tree(
+    cpu: Option<usize>,
     stub: i32,
     loaded: &[Loaded],
     order: &[usize],
@@ -179,6 +189,12 @@ fn restore_tree(
         | ptrace::OPT_TRACEFORK;
     ptrace::seize(stub, opts)?;
     attached.0.push(stub);
+    // Pin the stub (and so every task it forks or clones) to our CPU while
+    // injecting; everything gets the stub's affinity back at the end.
+    let stub_affinity = crate::boost::get_affinity(stub);
+    if let Some(c) = cpu {
+        crate::boost::set_affinity(stub, &crate::boost::one_cpu(c));
+    }
     // A stub stopped by SIGSTOP stays stopped after detach unless continued.
     // SAFETY: kill(2) of the stub.
     unsafe { libc::kill(stub, libc::SIGCONT) };
@@ -413,6 +429,9 @@ fn restore_tree(
     }
     // Detach every thread: they run from here.
     for t in std::mem::take(&mut attached.0) {
+        if let Some(a) = &stub_affinity {
+            crate::boost::set_affinity(t, a);
+        }
         ptrace::detach(t, 0)?;
     }
     Ok(stats)
