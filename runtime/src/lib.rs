@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod logging;
 pub mod store;

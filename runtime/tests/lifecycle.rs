@@ -405,3 +405,29 @@ fn json_log_has_runc_error_lines() {
     );
     assert!(last["time"].as_str().is_some());
 }
+
+#[test]
+fn foreground_terminal_run_gets_a_pty() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["sh", "-c", "tty; echo $((6*7)); exit 4"]);
+    bundle.edit(|c| c["process"]["terminal"] = true.into());
+    let id = g.id("fgtty");
+    // No controlling tty here: run godwit under script(1), which gives it one.
+    let cmd = format!(
+        "{} --root {} run --bundle {} {}",
+        godwit_bin().display(),
+        g.root.path().display(),
+        bundle.path().display(),
+        id
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/0"), "the process has a pty: {text}");
+    assert!(text.contains("42"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(!g.state_dir(&id).exists());
+}

@@ -9,6 +9,7 @@ use crate::bundle;
 use crate::cli::{CreateOpts, GlobalOpts};
 use crate::error::{Result, RuntimeError};
 use crate::store::{validate_id, StateRoot};
+use oci_spec::runtime::Spec;
 
 /// Refuses `--systemd-cgroup` where systemd does not manage the machine, rather
 /// than failing later inside cgroup setup with a D-Bus error.
@@ -33,6 +34,28 @@ pub fn create(
     id: &str,
     detach: bool,
 ) -> Result<Container> {
+    let (bundle, spec) = bundle::load(&opts.bundle)?;
+    create_from(root, global, opts, id, detach, &bundle, &spec)
+}
+
+/// Whether the spec asks for a terminal.
+pub fn wants_terminal(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+}
+
+/// `create` for a bundle already loaded by `bundle::load`.
+pub fn create_from(
+    root: &StateRoot,
+    global: &GlobalOpts,
+    opts: &CreateOpts,
+    id: &str,
+    detach: bool,
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<Container> {
     validate_id(id)?;
     check_systemd(global)?;
     if opts.notify_socket.is_some() {
@@ -47,12 +70,7 @@ pub fn create(
             root: root.path().to_path_buf(),
         });
     }
-    let (bundle, spec) = bundle::load(&opts.bundle)?;
-    let terminal = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
+    let terminal = wants_terminal(spec);
     if detach && terminal && opts.console_socket.is_none() {
         return Err(RuntimeError::InvalidConfig {
             path: bundle.join("config.json"),
@@ -77,7 +95,7 @@ pub fn create(
                 .with_preserved_fds(opts.preserve_fds)
         })
         .and_then(|b| {
-            b.as_init(&bundle)
+            b.as_init(bundle)
                 .with_systemd(global.systemd_cgroup)
                 .with_detach(detach)
                 .with_no_pivot(opts.no_pivot)
@@ -85,7 +103,7 @@ pub fn create(
         });
     match built {
         Ok(container) => {
-            record_spec(&container, &spec)?;
+            record_spec(&container, spec)?;
             tracing::info!(id, bundle = %bundle.display(), "created");
             Ok(container)
         }

@@ -136,7 +136,7 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    wait_forwarding(pid, &signals)
+    wait_forwarding(pid, &signals, None)
 }
 
 /// A process document for `exec --tty ARGS…`: the container's own process

@@ -4,9 +4,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cli::{GlobalOpts, Run};
+use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
 use crate::store::StateRoot;
-use crate::verbs::create::create;
+use crate::verbs::create::{create_from, wants_terminal};
 
 /// Creates and starts a container. Detached, returns 0 once it runs; in the
 /// foreground, waits for it, forwarding signals, and returns its exit status
@@ -25,7 +26,33 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
     }
-    let mut container = create(root, global, &args.opts, id, args.detach)?;
+    let (bundle, spec) = crate::bundle::load(&args.opts.bundle)?;
+    // A foreground terminal container gets a pty of ours, as with runc: the
+    // master comes over a console socket (which libcontainer only accepts
+    // for a detached create; the waiting below is ours either way).
+    let console = if !args.detach && wants_terminal(&spec) && args.opts.console_socket.is_none() {
+        Some(ConsoleSocket::listen(
+            &root.path().join(format!("{id}.console")),
+        )?)
+    } else {
+        None
+    };
+    let mut opts = args.opts.clone();
+    if let Some(console) = &console {
+        opts.console_socket = Some(console.path().to_path_buf());
+    }
+    let detach = args.detach || console.is_some();
+    let mut container = create_from(root, global, &opts, id, detach, &bundle, &spec)?;
+    let proxy = match &console {
+        Some(console) => match console.receive_master().and_then(PtyProxy::start) {
+            Ok(proxy) => Some(proxy),
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(RuntimeError::lc("start", id, e));
@@ -37,7 +64,10 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
         flag: "run",
         reason: format!("container {id} has no init pid after start"),
     })?;
-    let status = wait_forwarding(init, &signals);
+    let status = wait_forwarding(init, &signals, proxy.as_ref());
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
     if !args.keep {
         container
             .delete(true)
@@ -46,7 +76,7 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
     status
 }
 
-pub fn wait_forwarding(init: Pid, signals: &SigSet) -> Result<i32> {
+pub fn wait_forwarding(init: Pid, signals: &SigSet, pty: Option<&PtyProxy>) -> Result<i32> {
     loop {
         let signal = signals
             .wait()
@@ -63,8 +93,13 @@ pub fn wait_forwarding(init: Pid, signals: &SigSet) -> Result<i32> {
                     Err(e) => return Err(RuntimeError::sys(format!("wait for pid {init}"), e)),
                 }
             },
-            // Go runtimes use SIGURG internally; the terminal size is the pty's business.
-            Signal::SIGURG | Signal::SIGWINCH => {}
+            Signal::SIGWINCH => {
+                if let Some(pty) = pty {
+                    pty.resize();
+                }
+            }
+            // Go runtimes use SIGURG internally.
+            Signal::SIGURG => {}
             other => {
                 if let Err(e) = kill(init, other) {
                     tracing::warn!(pid = init.as_raw(), signal = ?other, "forward signal: {e}");
