@@ -23,6 +23,10 @@ pub enum FdKind {
         pos: u64,
     },
     Pipe(PipeEnd),
+    EventFd(crate::eventfd::EventFdImage),
+    TimerFd(crate::timerfd::TimerFdImage),
+    SignalFd(crate::signalfd::SignalFdImage),
+    Epoll(crate::epoll::EpollImage),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +56,8 @@ pub struct FdCtx<'a> {
     pub link: &'a str,
     pub meta: &'a std::fs::Metadata,
     pub pos: u64,
+    /// /proc/PID/fdinfo/FD.
+    pub info: &'a proc::Status,
 }
 
 /// One kind of fd the dumper knows.
@@ -82,6 +88,26 @@ const KINDS: &[FdKindEntry] = &[
         name: "pipe",
         matches: |c| c.link.starts_with("pipe:["),
         dump: pipes::dump_fd,
+    },
+    FdKindEntry {
+        name: "eventfd",
+        matches: |c| c.link == "anon_inode:[eventfd]",
+        dump: crate::eventfd::dump_fd,
+    },
+    FdKindEntry {
+        name: "timerfd",
+        matches: |c| c.link == "anon_inode:[timerfd]",
+        dump: crate::timerfd::dump_fd,
+    },
+    FdKindEntry {
+        name: "signalfd",
+        matches: |c| c.link == "anon_inode:[signalfd]",
+        dump: crate::signalfd::dump_fd,
+    },
+    FdKindEntry {
+        name: "epoll",
+        matches: |c| c.link == "anon_inode:[eventpoll]",
+        dump: crate::epoll::dump_fd,
     },
 ];
 
@@ -127,6 +153,7 @@ pub fn dump(pid: i32) -> Result<FilesImage> {
             link: &link,
             meta: &meta,
             pos,
+            info: &info,
         };
         let entry =
             KINDS
@@ -230,6 +257,7 @@ impl<'a> FileTable<'a> {
         host_pid: i32,
         img: &FilesImage,
     ) -> Result<()> {
+        let mut epolls: Vec<&FdImage> = Vec::new();
         for f in &img.fds {
             if let Some(&(owner, ofd_fd)) = self.owners.get(&f.ofd).filter(|_| f.ofd != 0) {
                 let tmp = sys::get_fd(inj, ns_pid, owner, ofd_fd as u64)?;
@@ -250,6 +278,23 @@ impl<'a> FileTable<'a> {
                     }
                     sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
                 }
+                FdKind::EventFd(e) => {
+                    let tmp = crate::eventfd::restore(inj, scratch, e)?;
+                    finish_new(inj, tmp, f)?;
+                }
+                FdKind::TimerFd(t) => {
+                    let tmp = crate::timerfd::restore(inj, scratch, t)?;
+                    finish_new(inj, tmp, f)?;
+                }
+                FdKind::SignalFd(t) => {
+                    let tmp = crate::signalfd::restore(inj, scratch, t)?;
+                    finish_new(inj, tmp, f)?;
+                }
+                FdKind::Epoll(_) => {
+                    let tmp = crate::epoll::create(inj)?;
+                    finish_new(inj, tmp, f)?;
+                    epolls.push(f);
+                }
                 FdKind::Pipe(end) => {
                     let tmp = self.pipes.end(inj, scratch, ns_pid, host_pid, f.fd, end)?;
                     sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
@@ -263,6 +308,26 @@ impl<'a> FileTable<'a> {
             }
             self.owners.insert(f.ofd, (ns_pid, f.fd));
         }
+        // Interest lists last: their targets exist now.
+        for f in epolls {
+            if let FdKind::Epoll(e) = &f.kind {
+                crate::epoll::add_targets(inj, scratch, f.fd, e)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Places a newly created fd at its number with its status flags.
+fn finish_new(inj: &mut Injector, tmp: u64, f: &FdImage) -> Result<()> {
+    sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
+    let fl = f.flags & (libc::O_NONBLOCK | libc::O_APPEND);
+    if fl != 0 {
+        inj.syscall(
+            "fcntl(F_SETFL)",
+            libc::SYS_fcntl,
+            &[f.fd as u64, libc::F_SETFL as u64, fl as u64],
+        )?;
+    }
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! restore into.
 
 pub mod boost;
+pub mod epoll;
 pub mod error;
+pub mod eventfd;
 pub mod files;
 pub mod freeze;
 pub mod image;
@@ -14,11 +16,13 @@ pub mod memory;
 pub mod pipes;
 pub mod proc;
 pub mod ptrace;
+pub mod signalfd;
 pub mod signals;
 pub mod stub;
 pub mod sys;
 pub mod task;
 pub mod threads;
+pub mod timerfd;
 pub mod timers;
 
 mod dump;

@@ -283,3 +283,18 @@ fn process_tree_with_pipes_in_flight_continues() {
     let tree = godwit_checkpoint::proc::tree(c.pid).unwrap();
     assert_eq!(tree.len(), 3, "restored tree {tree:?}");
 }
+
+#[test]
+fn eventfd_epoll_timerfd_signalfd_loop_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    roundtrip(
+        "evcheck",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        10,
+        40,
+        assert_ticks,
+    );
+}

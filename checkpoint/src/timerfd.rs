@@ -1,0 +1,78 @@
+//! timerfd: clock, remaining time, interval and unread expirations (ticks,
+//! put back with TFD_IOC_SET_TICKS).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::{FdCtx, FdKind, FilesImage};
+use crate::ptrace::Injector;
+use crate::sys::Scratch;
+
+const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerFdImage {
+    pub clockid: i32,
+    pub ticks: u64,
+    /// TFD_TIMER_ABSTIME etc. as last set.
+    pub settime_flags: u32,
+    /// Remaining time to the next expiry (relative), seconds and nanoseconds.
+    pub value: (u64, u64),
+    pub interval: (u64, u64),
+}
+
+fn pair(c: &FdCtx, key: &str) -> Result<(u64, u64)> {
+    let v = c.info.get(key)?;
+    let bad = || Error::parse(&c.info.path, format!("{key}: {v:?}"));
+    let (a, b) = v
+        .trim_matches(|ch| ch == '(' || ch == ')')
+        .split_once(',')
+        .ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+pub fn dump_fd(c: &FdCtx, _: &mut FilesImage) -> Result<FdKind> {
+    let num = |k: &str| -> Result<u64> {
+        c.info
+            .get(k)?
+            .trim()
+            .parse()
+            .map_err(|_| Error::parse(&c.info.path, k.to_string()))
+    };
+    Ok(FdKind::TimerFd(TimerFdImage {
+        clockid: num("clockid")? as i32,
+        ticks: num("ticks")?,
+        settime_flags: c.info.octal("settime flags")?,
+        value: pair(c, "it_value")?,
+        interval: pair(c, "it_interval")?,
+    }))
+}
+
+pub fn restore(inj: &mut Injector, scratch: &Scratch, img: &TimerFdImage) -> Result<u64> {
+    let fd = inj.syscall(
+        "timerfd_create",
+        libc::SYS_timerfd_create,
+        &[img.clockid as u64, libc::TFD_CLOEXEC as u64],
+    )?;
+    if img.value != (0, 0) {
+        let mut b = Vec::with_capacity(32);
+        for v in [img.interval.0, img.interval.1, img.value.0, img.value.1] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        let a = scratch.put(0, &b)?;
+        // The remaining time is relative: set it without TFD_TIMER_ABSTIME.
+        inj.syscall("timerfd_settime", libc::SYS_timerfd_settime, &[fd, 0, a, 0])?;
+    }
+    if img.ticks > 0 {
+        let a = scratch.put(64, &img.ticks.to_ne_bytes())?;
+        inj.syscall(
+            "ioctl(TFD_IOC_SET_TICKS)",
+            libc::SYS_ioctl,
+            &[fd, TFD_IOC_SET_TICKS, a],
+        )?;
+    }
+    Ok(fd)
+}
