@@ -30,6 +30,10 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// Compress page data with zstd at this level.
     pub zstd_level: Option<i32>,
+    /// Files of the caller's (e.g. the runtime's `spec.dump`) written into the
+    /// image before the inventory, so that they too are durable before the
+    /// processes are killed.
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Timings in microseconds and sizes, for `stats-dump` and logs.
@@ -200,6 +204,9 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
         root_pid: root_ns,
         processes: inv_procs,
     };
+    for (name, bytes) in &opts.extra_files {
+        image::write_extra(dir, name, bytes)?;
+    }
     image::write_inventory(dir, &inv)?;
     stats.frozen_us = us(t_frozen);
     if opts.leave_running {

@@ -27,6 +27,7 @@ pub enum FdKind {
     TimerFd(crate::timerfd::TimerFdImage),
     SignalFd(crate::signalfd::SignalFdImage),
     Epoll(crate::epoll::EpollImage),
+    Socket(crate::sockets::SocketImage),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,11 @@ const KINDS: &[FdKindEntry] = &[
         name: "epoll",
         matches: |c| c.link == "anon_inode:[eventpoll]",
         dump: crate::epoll::dump_fd,
+    },
+    FdKindEntry {
+        name: "socket",
+        matches: |c| c.link.starts_with("socket:["),
+        dump: crate::sockets::dump_fd,
     },
 ];
 
@@ -237,6 +243,7 @@ pub struct FileTable<'a> {
     /// ofd id → (ns pid, fd) holding it.
     owners: std::collections::HashMap<u64, (i32, i32)>,
     pub pipes: pipes::PipeTable<'a>,
+    pub pairs: crate::sockets::PairTable,
 }
 
 impl<'a> FileTable<'a> {
@@ -244,6 +251,7 @@ impl<'a> FileTable<'a> {
         FileTable {
             owners: std::collections::HashMap::new(),
             pipes: pipes::PipeTable::new(pipe_images),
+            pairs: Default::default(),
         }
     }
 
@@ -294,6 +302,14 @@ impl<'a> FileTable<'a> {
                     let tmp = crate::epoll::create(inj)?;
                     finish_new(inj, tmp, f)?;
                     epolls.push(f);
+                }
+                FdKind::Socket(sock @ crate::sockets::SocketImage::UnixPair { .. }) => {
+                    let tmp = self.pairs.end(inj, scratch, ns_pid, host_pid, sock)?;
+                    finish_new(inj, tmp, f)?;
+                }
+                FdKind::Socket(sock) => {
+                    let tmp = crate::sockets::restore_bound(inj, scratch, sock)?;
+                    finish_new(inj, tmp, f)?;
                 }
                 FdKind::Pipe(end) => {
                     let tmp = self.pipes.end(inj, scratch, ns_pid, host_pid, f.fd, end)?;

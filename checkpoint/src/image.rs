@@ -127,6 +127,20 @@ fn create_file(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Writes a caller's file (a plain name, no path) into the image, fsynced.
+pub fn write_extra(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(Error::image(
+            dir.join(name),
+            "extra file names must be plain names",
+        ));
+    }
+    let path = dir.join(name);
+    let mut file = create_file(&path)?;
+    file.write_all(bytes).map_err(|e| Error::io(&path, e))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))
+}
+
 /// Writes `value` as JSON, fsynced; returns its reference for the inventory.
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<FileRef> {
     let path = dir.join(name);

@@ -18,6 +18,7 @@ pub mod proc;
 pub mod ptrace;
 pub mod signalfd;
 pub mod signals;
+pub mod sockets;
 pub mod stub;
 pub mod sys;
 pub mod task;

@@ -272,8 +272,12 @@ fn restore_tree(
         let me = live
             .get_mut(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        if l.entry.sid == l.entry.pid {
-            // Before forking children, which inherit the session.
+        // Before forking children, which inherit the session. A stub that
+        // already leads its session (a container's init did setsid) keeps it:
+        // setsid would fail with EPERM.
+        if l.entry.sid == l.entry.pid
+            && me.inj.syscall("getsid", libc::SYS_getsid, &[0])? != l.entry.pid as u64
+        {
             me.inj.syscall("setsid", libc::SYS_setsid, &[])?;
         }
         let kids: Vec<&Loaded> = order
@@ -353,7 +357,9 @@ fn restore_tree(
             &l.img.files,
         )?;
     }
-    for (pid, fd) in table.pipes.spares() {
+    let mut spares = table.pipes.spares();
+    spares.extend(table.pairs.finish()?);
+    for (pid, fd) in spares {
         if let Some(me) = live.get_mut(&pid) {
             me.inj.syscall("close", libc::SYS_close, &[fd])?;
         }

@@ -14,7 +14,13 @@ impl Stub {
     /// (async-signal-safe) until the parent has it stopped with SIGSTOP —
     /// a namespace's pid 1 cannot stop itself.
     pub fn spawn() -> Result<Stub> {
-        let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD;
+        Self::spawn_with(0)
+    }
+
+    /// Like [`Stub::spawn`] with more namespaces (e.g. `CLONE_NEWNET`,
+    /// `CLONE_NEWUTS`, `CLONE_NEWIPC`) for the caller to set up first.
+    pub fn spawn_with(extra_clone_flags: i32) -> Result<Stub> {
+        let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD | extra_clone_flags;
         // SAFETY: fork-like clone (no new stack); the child calls pause() only.
         let pid = unsafe { libc::syscall(libc::SYS_clone, flags as u64, 0u64, 0u64, 0u64, 0u64) };
         if pid < 0 {

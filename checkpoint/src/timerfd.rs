@@ -57,9 +57,18 @@ pub fn restore(inj: &mut Injector, scratch: &Scratch, img: &TimerFdImage) -> Res
         libc::SYS_timerfd_create,
         &[img.clockid as u64, libc::TFD_CLOEXEC as u64],
     )?;
-    if img.value != (0, 0) {
+    // A periodic timer whose expiry is unread shows 0 remaining: the kernel
+    // re-arms it only when it is read. Arm it one period on (or at once when
+    // no expiry is pending) so that it keeps ticking.
+    let value = match (img.value, img.interval) {
+        ((0, 0), (0, 0)) => None,
+        ((0, 0), iv) if img.ticks > 0 => Some(iv),
+        ((0, 0), _) => Some((0, 1)),
+        (v, _) => Some(v),
+    };
+    if let Some(value) = value {
         let mut b = Vec::with_capacity(32);
-        for v in [img.interval.0, img.interval.1, img.value.0, img.value.1] {
+        for v in [img.interval.0, img.interval.1, value.0, value.1] {
             b.extend_from_slice(&v.to_ne_bytes());
         }
         let a = scratch.put(0, &b)?;

@@ -92,6 +92,11 @@ impl Drop for Child {
 /// Starts `prog args` as pid 1 of a new pid + mount namespace, stdout and
 /// stderr to files in `dir`, stdin /dev/null.
 pub fn spawn_in_ns(prog: &Path, args: &[&str], dir: &Path) -> Child {
+    spawn_in_ns_with(prog, args, dir, 0)
+}
+
+/// [`spawn_in_ns`] with more namespaces (`CLONE_NEWNET` ...).
+pub fn spawn_in_ns_with(prog: &Path, args: &[&str], dir: &Path, extra_flags: i32) -> Child {
     let path = CString::new(prog.to_str().unwrap()).unwrap();
     let mut argv_c: Vec<CString> = vec![path.clone()];
     argv_c.extend(args.iter().map(|a| CString::new(*a).unwrap()));
@@ -102,7 +107,7 @@ pub fn spawn_in_ns(prog: &Path, args: &[&str], dir: &Path) -> Child {
     let err = CString::new(dir.join("stderr").to_str().unwrap()).unwrap();
     let null = CString::new("/dev/null").unwrap();
     let cwd = CString::new(dir.to_str().unwrap()).unwrap();
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD;
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::SIGCHLD | extra_flags;
     // SAFETY: fork-like clone; the child only makes async-signal-safe calls.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags as u64, 0u64, 0u64, 0u64, 0u64) };
     assert!(pid >= 0, "clone: {}", std::io::Error::last_os_error());
@@ -244,4 +249,39 @@ pub fn roundtrip(
     assert!(n >= last + more as u64, "did not continue: {last} → {n}");
     assert!(restored.alive(), "restored workload exited");
     (restored, ds, rs)
+}
+
+/// Runs `f` on a thread inside the network namespace of `pid`.
+pub fn in_netns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns of this helper thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0,
+                "setns"
+            );
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Brings the loopback interface up in the calling thread's network namespace.
+pub fn loopback_up() {
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on a plain socket with an ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(s, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(s, libc::SIOCSIFFLAGS, &mut ifr), 0);
+        libc::close(s);
+    }
 }

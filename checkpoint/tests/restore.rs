@@ -298,3 +298,52 @@ fn eventfd_epoll_timerfd_signalfd_loop_continues() {
         assert_ticks,
     );
 }
+
+/// "ping N" → "pong N" against the workload's TCP server in netns of `pid`.
+fn ping(pid: i32, port: u16, n: u32) -> String {
+    in_netns(pid, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+}
+
+#[test]
+fn tcp_server_in_its_netns_serves_after_restore_with_sockets_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let port = 7300u16;
+    let mut w = spawn_in_ns_with(
+        &workload("sockcheck"),
+        &[out.to_str().unwrap(), &port.to_string()],
+        tmp.path(),
+        libc::CLONE_NEWNET,
+    );
+    wait_for(&out, "lines", T, |l| l.len() >= 5);
+    assert_eq!(ping(w.pid, port, 1), "pong 1\n");
+    let img = tmp.path().join("img");
+    dump(&[w.pid], &img, &DumpOptions::default()).expect("dump");
+    w.wait_gone();
+    let before = lines(&out);
+    assert_ticks(&before);
+
+    let stub = Stub::spawn_with(libc::CLONE_NEWNET).unwrap();
+    // The runtime sets up the network namespace; here: loopback up.
+    in_netns(stub.pid, loopback_up);
+    restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+    let c = Child::adopt(stub.release());
+    let l = wait_for(&out, "lines after restore", T, |l| {
+        l.len() >= before.len() + 20
+    });
+    assert_ticks(&l);
+    assert_eq!(ping(c.pid, port, 2), "pong 2\n");
+    assert_eq!(ping(c.pid, port, 3), "pong 3\n");
+    let l = wait_for(&out, "served count", T, |l| {
+        l.last().is_some_and(|s| s.ends_with(" 3"))
+    });
+    assert_ticks(&l);
+}
