@@ -67,8 +67,26 @@ pub fn apply_restart(regs: &mut Regs) {
             regs.rax = regs.orig_rax;
             regs.rip -= 2;
         }
-        // The restart block (remaining sleep time) cannot be carried: EINTR.
-        ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR as i64) as u64,
+        // The restart block cannot be carried. A relative sleep that asked
+        // for the remaining time has it in `rem` already: sleep that long
+        // again (nanosleep(rem, rem)); anything else gets EINTR.
+        ERESTART_RESTARTBLOCK => {
+            let nr = regs.orig_rax as i64;
+            if nr == libc::SYS_nanosleep && regs.rsi != 0 {
+                regs.rdi = regs.rsi;
+                regs.rax = regs.orig_rax;
+                regs.rip -= 2;
+            } else if nr == libc::SYS_clock_nanosleep
+                && regs.rsi & libc::TIMER_ABSTIME as u64 == 0
+                && regs.r10 != 0
+            {
+                regs.rdx = regs.r10;
+                regs.rax = regs.orig_rax;
+                regs.rip -= 2;
+            } else {
+                regs.rax = (-libc::EINTR as i64) as u64;
+            }
+        }
         _ => {}
     }
     regs.orig_rax = u64::MAX;
@@ -229,6 +247,27 @@ mod tests {
         apply_restart(&mut r);
         assert_eq!(r.rax as i64, -libc::EINTR as i64);
         assert_eq!(r.rip, 0x1002);
+        // nanosleep(req, rem) interrupted: resumes as nanosleep(rem, rem).
+        let mut r = Regs {
+            orig_rax: 35,
+            rax: (-ERESTART_RESTARTBLOCK) as u64,
+            rip: 0x1002,
+            rdi: 0x100,
+            rsi: 0x200,
+            ..Default::default()
+        };
+        apply_restart(&mut r);
+        assert_eq!((r.rax, r.rdi, r.rsi, r.rip), (35, 0x200, 0x200, 0x1000));
+        // clock_nanosleep(TIMER_ABSTIME) is restarted by the kernel rules, not here.
+        let mut r = Regs {
+            orig_rax: 230,
+            rax: (-ERESTART_RESTARTBLOCK) as u64,
+            rsi: libc::TIMER_ABSTIME as u64,
+            rip: 0x1002,
+            ..Default::default()
+        };
+        apply_restart(&mut r);
+        assert_eq!(r.rax as i64, -libc::EINTR as i64);
         let mut r = Regs {
             orig_rax: 0,
             rax: (-ERESTARTSYS) as u64,

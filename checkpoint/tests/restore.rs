@@ -347,3 +347,34 @@ fn tcp_server_in_its_netns_serves_after_restore_with_sockets_in_flight() {
     });
     assert_ticks(&l);
 }
+
+#[test]
+fn interrupted_nanosleep_continues_with_its_remaining_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut w = spawn_in_ns(
+        &workload("sleepcheck"),
+        &[out.to_str().unwrap(), "400"],
+        tmp.path(),
+    );
+    wait_for(&out, "first round", T, |l| !l.is_empty());
+    // Dump in the middle of a round.
+    std::thread::sleep(Duration::from_millis(150));
+    let img = tmp.path().join("img");
+    dump(&[w.pid], &img, &DumpOptions::default()).expect("dump");
+    w.wait_gone();
+    let n = lines(&out).len();
+    std::thread::sleep(Duration::from_millis(100));
+    let stub = Stub::spawn().unwrap();
+    restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+    let _c = Child::adopt(stub.release());
+    let l = wait_for(&out, "rounds after restore", T, |l| l.len() >= n + 2);
+    assert_ticks(&l);
+    // The interrupted round: ~150 ms before the dump + ~100 ms blackout +
+    // the remaining ~250 ms; restarting from the beginning would take >= 650.
+    let took: u64 = l[n].split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        (400..620).contains(&took),
+        "interrupted round took {took} ms"
+    );
+}
