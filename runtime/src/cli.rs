@@ -91,6 +91,94 @@ pub enum Command {
     Features,
     /// Write a default config.json into a bundle.
     Spec(SpecArgs),
+    /// Checkpoint a running container with godwit's embedded dumper.
+    Checkpoint(Checkpoint),
+    /// Restore a container from a checkpoint.
+    Restore(Restore),
+}
+
+/// runc's checkpoint flags. Each is honoured or refused with a message naming it.
+#[derive(Args, Debug, Clone)]
+pub struct Checkpoint {
+    /// Directory to write the image into (default: ./checkpoint).
+    #[arg(long, default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Directory for logs and work files (default: the image directory).
+    #[arg(long)]
+    pub work_path: Option<PathBuf>,
+    /// Leave the processes running after the checkpoint.
+    #[arg(long)]
+    pub leave_running: bool,
+    #[arg(long)]
+    pub parent_path: Option<PathBuf>,
+    #[arg(long)]
+    pub tcp_established: bool,
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    #[arg(long)]
+    pub shell_job: bool,
+    #[arg(long)]
+    pub lazy_pages: bool,
+    #[arg(long)]
+    pub status_fd: Option<i32>,
+    #[arg(long)]
+    pub page_server: Option<String>,
+    #[arg(long)]
+    pub file_locks: bool,
+    #[arg(long)]
+    pub pre_dump: bool,
+    #[arg(long)]
+    pub manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    pub empty_ns: Vec<String>,
+    #[arg(long)]
+    pub auto_dedup: bool,
+    pub container_id: String,
+}
+
+/// runc's restore flags. Each is honoured or refused with a message naming it.
+#[derive(Args, Debug, Clone)]
+pub struct Restore {
+    /// Directory holding the image (default: ./checkpoint).
+    #[arg(long, default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    #[arg(long)]
+    pub work_path: Option<PathBuf>,
+    /// Bundle whose config.json and rootfs the restored container uses.
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Return once the container runs again.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long)]
+    pub tcp_established: bool,
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    #[arg(long)]
+    pub shell_job: bool,
+    #[arg(long)]
+    pub file_locks: bool,
+    #[arg(long)]
+    pub manage_cgroups_mode: Option<String>,
+    #[arg(long)]
+    pub no_subreaper: bool,
+    #[arg(long)]
+    pub no_pivot: bool,
+    #[arg(long)]
+    pub empty_ns: Vec<String>,
+    #[arg(long)]
+    pub auto_dedup: bool,
+    #[arg(long)]
+    pub lazy_pages: bool,
+    #[arg(long)]
+    pub lsm_profile: Option<String>,
+    #[arg(long)]
+    pub lsm_mount_context: Option<String>,
+    pub container_id: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -141,6 +229,10 @@ pub struct Run {
     /// Keep the container's state after it exits (foreground only).
     #[arg(long)]
     pub keep: bool,
+    /// Do not become a subreaper: only with --detach (a foreground run waits
+    /// for the init, which needs it).
+    #[arg(long)]
+    pub no_subreaper: bool,
     pub container_id: String,
 }
 

@@ -44,6 +44,18 @@ pub enum RuntimeError {
         #[source]
         source: Box<LibcontainerError>,
     },
+    #[error("checkpoint of container {id}")]
+    Dump {
+        id: String,
+        #[source]
+        source: Box<godwit_checkpoint::Error>,
+    },
+    #[error("restore of container {id}")]
+    Restore {
+        id: String,
+        #[source]
+        source: Box<godwit_checkpoint::Error>,
+    },
     #[error("cgroup of container {id}")]
     Cgroup {
         id: String,

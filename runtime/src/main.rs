@@ -106,6 +106,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Update(args) => verbs::update::update(&root, args)?,
+        Command::Checkpoint(args) => {
+            let stats = verbs::checkpoint::checkpoint(&root, args)?;
+            tracing::info!(?stats, "checkpoint statistics");
+        }
+        Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
         Command::Spec(_) | Command::Features => unreachable!("handled above"),
     }
     Ok(0)

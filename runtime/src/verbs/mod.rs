@@ -1,6 +1,7 @@
 //! One file per verb of the command line, each thin over libcontainer and
 //! the state root, so that the shim can call the same functions in-process.
 
+pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod kill;
 pub mod list;
 pub mod pause;
 pub mod ps;
+pub mod restore;
 pub mod run;
 pub mod spec;
 pub mod start;

@@ -14,6 +14,14 @@ use crate::verbs::create::{create_from, wants_terminal};
 /// (128 + signal number when a signal ended it, as a shell reports it).
 pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
     let id = args.container_id.as_str();
+    if args.no_subreaper && !args.detach {
+        return Err(RuntimeError::Unsupported {
+            flag: "--no-subreaper",
+            reason: "a foreground run must be the subreaper to wait for the container's init; \
+                     use it with --detach, or omit it"
+                .into(),
+        });
+    }
     // Block signals before the init exists so none is lost between its start
     // and our wait; they are forwarded to it below.
     let signals = SigSet::all();

@@ -174,11 +174,44 @@ impl Godwit {
             .stderr(err_file)
             .status()
             .expect("spawn godwit");
+        // The file stays: a container started here keeps it as its stderr.
         let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let _ = std::fs::remove_file(&err_path);
         assert!(
             status.success(),
             "godwit {args:?} failed ({status}): {stderr}"
+        );
+    }
+
+    /// Runs godwit with all stdio on /dev/null (what it leaves running keeps
+    /// that); asserts success.
+    pub fn ok_null(&self, args: &[&str]) {
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("spawn godwit");
+        assert!(status.success(), "godwit {args:?} failed: {status}");
+    }
+
+    /// Creates and starts a detached container whose stdio is /dev/null (a
+    /// path that exists inside the container too, so the dumper can carry it).
+    pub fn start_detached_null(&self, bundle: &Bundle, id: &str) {
+        let status = self
+            .cmd()
+            .args(["run", "--detach", "--bundle"])
+            .arg(bundle.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("spawn godwit run");
+        assert!(
+            status.success(),
+            "godwit run --detach {id} failed: {status}"
         );
     }
 

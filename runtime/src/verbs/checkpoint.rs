@@ -1,0 +1,108 @@
+//! `godwit checkpoint`: the container's process tree written to an image
+//! directory by the embedded dumper (crate `godwit-checkpoint`).
+
+use libcgroups::common::CgroupManager;
+use libcontainer::container::ContainerStatus;
+
+use crate::cli::Checkpoint;
+use crate::error::{Result, RuntimeError};
+use crate::store::{cgroup_manager, recorded_spec, StateRoot};
+
+/// File in the image directory holding the spec the container ran with.
+pub const SPEC_DUMP: &str = "spec.dump";
+
+/// Refuses runc flags the dumper does not implement yet, naming each.
+fn refuse_unsupported(args: &Checkpoint) -> Result<()> {
+    let refused: [(&'static str, bool, &str); 11] = [
+        ("--parent-path", args.parent_path.is_some(), "incremental images (pre-dump) are not supported yet"),
+        ("--pre-dump", args.pre_dump, "pre-copy rounds are not supported yet"),
+        ("--lazy-pages", args.lazy_pages, "lazy (userfaultfd) restore is not supported yet"),
+        ("--page-server", args.page_server.is_some(), "streaming to a page server is not supported yet"),
+        ("--tcp-established", args.tcp_established, "established TCP connections are not carried; without the flag they are restored as closed"),
+        ("--ext-unix-sk", args.ext_unix_sk, "unix sockets connected outside the container are not supported"),
+        ("--file-locks", args.file_locks, "file locks are not dumped"),
+        ("--auto-dedup", args.auto_dedup, "deduplication against a parent image is not supported"),
+        ("--empty-ns", !args.empty_ns.is_empty(), "every namespace is recreated from the spec on restore; this flag has no meaning for godwit"),
+        ("--status-fd", args.status_fd.is_some(), "status notifications on an fd are not supported"),
+        ("--manage-cgroups-mode", args.manage_cgroups_mode.as_deref().is_some_and(|m| m != "soft"), "only the default mode (soft: cgroups recreated from the spec) is supported"),
+    ];
+    for (flag, given, why) in refused {
+        if given {
+            return Err(RuntimeError::Unsupported {
+                flag,
+                reason: format!("{why}; omit the flag"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Dumps a running container into `args.image_path`. Without
+/// `--leave-running` the container is gone afterwards (as with runc); a
+/// failed dump leaves it running and removes the partial image.
+pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoint::DumpStats> {
+    refuse_unsupported(args)?;
+    let id = args.container_id.as_str();
+    let mut container = root.load(id)?;
+    if container.status() != ContainerStatus::Running {
+        return Err(RuntimeError::WrongStatus {
+            id: id.to_string(),
+            op: "checkpoint",
+            status: crate::verbs::state::status_name(container.status()),
+            hint: "only a running container can be checkpointed (resume a paused one first)",
+        });
+    }
+    let image = args.image_path.as_path();
+    let existed = image.exists();
+    if existed
+        && std::fs::read_dir(image)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(RuntimeError::Bundle {
+            path: image.to_path_buf(),
+            reason: "the image directory is not empty; choose another --image-path".into(),
+        });
+    }
+    let manager = cgroup_manager(&container)?;
+    let mut pids: Vec<i32> = manager
+        .get_all_pids()
+        .map_err(|e| RuntimeError::cgroup(id, e))?
+        .iter()
+        .map(|p| p.as_raw())
+        .collect();
+    pids.sort_unstable();
+    let spec = recorded_spec(&container)?;
+    let spec_bytes =
+        serde_json::to_vec(&spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
+
+    let stats = godwit_checkpoint::dump(
+        &pids,
+        image,
+        &godwit_checkpoint::DumpOptions {
+            leave_running: args.leave_running,
+            extra_files: vec![(SPEC_DUMP.to_string(), spec_bytes)],
+            ..Default::default()
+        },
+    );
+    let stats = match stats {
+        Ok(stats) => stats,
+        Err(e) => {
+            // The dumper left the processes running; leave no partial image.
+            if !existed {
+                let _ = std::fs::remove_dir_all(image);
+            }
+            return Err(RuntimeError::Dump {
+                id: id.to_string(),
+                source: Box::new(e),
+            });
+        }
+    };
+    if !args.leave_running {
+        container
+            .delete(true)
+            .map_err(|e| RuntimeError::lc("delete (after checkpoint)", id, e))?;
+    }
+    tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
+    Ok(stats)
+}

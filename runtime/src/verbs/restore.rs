@@ -1,0 +1,316 @@
+//! `godwit restore`: a container rebuilt from a checkpoint image.
+//!
+//! libcontainer (0.7) has no restore of its own, and its executor runs in the
+//! container's init only after the user switch, capability drop and seccomp.
+//! So the container is created from the checkpointed spec widened for a stub
+//! (root, full capabilities, no seccomp, no no_new_privs); its executor parks
+//! in pause(); godwit stops and seizes it and the dumper rebuilds the process
+//! tree in it, applying the workload's own creds and seccomp filters last.
+
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SigSet;
+use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
+
+use crate::cli::{GlobalOpts, Restore};
+use crate::error::{Result, RuntimeError};
+use crate::store::{validate_id, StateRoot};
+use crate::verbs::checkpoint::SPEC_DUMP;
+use crate::verbs::run::wait_forwarding;
+
+/// The init's workload during a restore: wait to be stopped and rebuilt.
+#[derive(Clone)]
+struct StubExecutor;
+
+impl Executor for StubExecutor {
+    fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        loop {
+            // SAFETY: pause(2) has no preconditions; godwit stops us from outside
+            // (a pid namespace's init cannot stop itself).
+            unsafe { libc::pause() };
+        }
+    }
+
+    fn validate(&self, _spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        Ok(())
+    }
+}
+
+fn refuse_unsupported(args: &Restore) -> Result<()> {
+    let refused: [(&'static str, bool, &str); 9] = [
+        (
+            "--tcp-established",
+            args.tcp_established,
+            "established TCP connections are not carried",
+        ),
+        (
+            "--ext-unix-sk",
+            args.ext_unix_sk,
+            "unix sockets connected outside the container are not supported",
+        ),
+        (
+            "--file-locks",
+            args.file_locks,
+            "file locks are not restored",
+        ),
+        (
+            "--lazy-pages",
+            args.lazy_pages,
+            "lazy (userfaultfd) restore is not supported yet",
+        ),
+        (
+            "--auto-dedup",
+            args.auto_dedup,
+            "deduplication is not supported",
+        ),
+        (
+            "--empty-ns",
+            !args.empty_ns.is_empty(),
+            "every namespace is recreated from the spec; this flag has no meaning for godwit",
+        ),
+        (
+            "--console-socket",
+            args.console_socket.is_some(),
+            "terminal containers cannot be restored yet",
+        ),
+        (
+            "--lsm-profile",
+            args.lsm_profile.is_some(),
+            "LSM profiles are taken from the spec",
+        ),
+        (
+            "--manage-cgroups-mode",
+            args.manage_cgroups_mode
+                .as_deref()
+                .is_some_and(|m| m != "soft"),
+            "only the default mode (soft) is supported",
+        ),
+    ];
+    for (flag, given, why) in refused {
+        if given {
+            return Err(RuntimeError::Unsupported {
+                flag,
+                reason: format!("{why}; omit the flag"),
+            });
+        }
+    }
+    if args.lsm_mount_context.is_some() {
+        return Err(RuntimeError::Unsupported {
+            flag: "--lsm-mount-context",
+            reason: "godwit has no SELinux support; omit the flag".into(),
+        });
+    }
+    if args.no_subreaper && !args.detach {
+        return Err(RuntimeError::Unsupported {
+            flag: "--no-subreaper",
+            reason: "a foreground restore must be the subreaper to wait for the init; use --detach"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The spec widened for the stub: see the module comment.
+fn stub_spec(spec: &Spec, rootfs: &Path) -> Result<Spec> {
+    let mut spec = spec.clone();
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut user = process.user().clone();
+    user.set_uid(0);
+    user.set_gid(0);
+    user.set_additional_gids(None);
+    process.set_user(user);
+    // Every capability godwit itself may hold (this host's root lacks
+    // CAP_SYS_RESOURCE, and asking for it would fail the stub's setup).
+    let held = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
+    let all: std::collections::HashSet<Capability> = held
+        .iter()
+        .filter_map(|c| c.to_string().trim_start_matches("CAP_").parse().ok())
+        .collect();
+    let caps = LinuxCapabilitiesBuilder::default()
+        .bounding(all.clone())
+        .effective(all.clone())
+        .permitted(all.clone())
+        .inheritable(all.clone())
+        .ambient(all)
+        .build()
+        .map_err(|e| RuntimeError::InvalidValue {
+            what: "stub capabilities",
+            value: String::new(),
+            reason: e.to_string(),
+        })?;
+    process.set_capabilities(Some(caps));
+    process.set_no_new_privileges(Some(false));
+    process.set_terminal(Some(false));
+    process.set_args(Some(vec!["/godwit-restore-stub".into()]));
+    spec.set_process(Some(process));
+    if let Some(mut linux) = spec.linux().clone() {
+        linux.set_seccomp(None);
+        spec.set_linux(Some(linux));
+    }
+    // Hooks ran when the container was first created; a restore is not a new start.
+    spec.set_hooks(None);
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(rootfs.to_path_buf());
+    spec.set_root(Some(root));
+    Ok(spec)
+}
+
+/// Waits until `pid` is in a stop state (after our SIGSTOP).
+fn wait_stopped(pid: i32) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/{pid}/stat"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(&path).map_err(|e| RuntimeError::io(&path, e))?;
+        // The state letter follows the ") " that ends the command name.
+        let state = stat.rfind(") ").and_then(|i| stat[i + 2..].chars().next());
+        if state == Some('T') {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(RuntimeError::Unsupported {
+                flag: "restore",
+                reason: format!("the stub (pid {pid}) did not stop within 5 s (state {state:?})"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Restores the image at `args.image_path` as container `args.container_id`
+/// on the bundle's rootfs. A failure leaves no container behind.
+pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<i32> {
+    refuse_unsupported(args)?;
+    crate::verbs::create::check_systemd(global)?;
+    let id = args.container_id.as_str();
+    validate_id(id)?;
+    if root.exists(id) || root.container_dir(id).exists() {
+        return Err(RuntimeError::AlreadyExists {
+            id: id.to_string(),
+            root: root.path().to_path_buf(),
+        });
+    }
+    let image = args.image_path.as_path();
+    // Check the image before anything is created.
+    godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
+        id: id.to_string(),
+        source: Box::new(e),
+    })?;
+    let spec_path = image.join(SPEC_DUMP);
+    let spec_text = std::fs::read_to_string(&spec_path).map_err(|e| RuntimeError::Bundle {
+        path: image.to_path_buf(),
+        reason: format!("{SPEC_DUMP}: {e} (not an image written by `godwit checkpoint`)"),
+    })?;
+    let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
+    let (bundle, bundle_spec) = crate::bundle::load(&args.bundle)?;
+    let rootfs = bundle.join(
+        bundle_spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| "rootfs".into()),
+    );
+
+    // libcontainer reads config.json from a bundle directory: the stub's
+    // widened spec gets one of its own, next to the state directory.
+    let stub_bundle = root.path().join(format!(".{id}.restore"));
+    let _ = std::fs::remove_dir_all(&stub_bundle);
+    std::fs::create_dir_all(&stub_bundle).map_err(|e| RuntimeError::io(&stub_bundle, e))?;
+    let cleanup_bundle = RemoveOnDrop(stub_bundle.clone());
+    let stub = stub_spec(&spec, &rootfs)?;
+    let config = stub_bundle.join("config.json");
+    let text = serde_json::to_vec(&stub).map_err(|e| RuntimeError::io(&config, e.into()))?;
+    std::fs::write(&config, text).map_err(|e| RuntimeError::io(&config, e))?;
+
+    let signals = SigSet::all();
+    if !args.detach {
+        signals
+            .thread_block()
+            .map_err(|e| RuntimeError::sys("block signals", e))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
+    }
+    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(StubExecutor)
+        .with_root_path(root.path())
+        .and_then(|b| b.with_pid_file(None::<PathBuf>))
+        .and_then(|b| {
+            b.as_init(&stub_bundle)
+                .with_systemd(global.systemd_cgroup)
+                .with_detach(true)
+                .with_no_pivot(args.no_pivot)
+                .build()
+        })
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(root.container_dir(id));
+            RuntimeError::lc("create (for restore)", id, e)
+        })?;
+    let restored = rebuild(&mut container, image, id, &bundle, &spec);
+    drop(cleanup_bundle);
+    if let Err(e) = restored {
+        let _ = container.delete(true);
+        return Err(e);
+    }
+    if let Some(pid_file) = &args.pid_file {
+        let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+        std::fs::write(pid_file, pid.to_string()).map_err(|e| RuntimeError::io(pid_file, e))?;
+    }
+    tracing::info!(id, image = %image.display(), "restored");
+    if args.detach {
+        return Ok(0);
+    }
+    let init = container.pid().ok_or_else(|| RuntimeError::Unsupported {
+        flag: "restore",
+        reason: format!("container {id} has no init pid"),
+    })?;
+    let status = wait_forwarding(init, &signals, None);
+    let _ = container.delete(true);
+    status
+}
+
+/// Starts the stub, stops it, and lets the dumper rebuild the tree in it;
+/// then records the real bundle and spec in the container's state.
+fn rebuild(
+    container: &mut Container,
+    image: &Path,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<()> {
+    container
+        .start()
+        .map_err(|e| RuntimeError::lc("start the restore stub of", id, e))?;
+    let pid = container.pid().ok_or_else(|| RuntimeError::Unsupported {
+        flag: "restore",
+        reason: format!("container {id} has no init pid"),
+    })?;
+    kill(pid, Signal::SIGSTOP).map_err(|e| RuntimeError::sys(format!("stop stub {pid}"), e))?;
+    wait_stopped(pid.as_raw())?;
+    godwit_checkpoint::restore(image, pid.as_raw(), &Default::default()).map_err(|e| {
+        RuntimeError::Restore {
+            id: id.to_string(),
+            source: Box::new(e),
+        }
+    })?;
+    container.state.bundle = bundle.to_path_buf();
+    container
+        .save()
+        .map_err(|e| RuntimeError::lc("save state of", id, e))?;
+    let path = container.root.join(crate::store::RECORDED_SPEC);
+    let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
+    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
+    Ok(())
+}
+
+/// Removes a directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,218 @@
+//! `godwit checkpoint` / `godwit restore` of real containers on this host.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+
+fn counts(file: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+#[test]
+fn checkpointed_counter_continues_after_restore() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("ckpt");
+    g.start_detached_null(&bundle, &id);
+    let first_pid = g.pid(&id);
+    wait_for("counter ticks", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n >= 5)
+    });
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    // The source container is gone, and the counter stopped with it.
+    assert!(!g.state_dir(&id).exists());
+    // Gone, or a zombie awaiting the host's (slow) reaper.
+    let stat = std::fs::read_to_string(format!("/proc/{first_pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+    let at_dump = last_count(&count).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        last_count(&count),
+        Some(at_dump),
+        "nothing runs after the checkpoint"
+    );
+    // Image files are private.
+    for entry in std::fs::read_dir(&image).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let id2 = g.id("restored");
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    assert_eq!(g.status(&id2), "running");
+    wait_for("counter continues", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n >= at_dump + 5)
+    });
+    // Every number once, in order: no reset, no gap, no repeat.
+    let numbers = counts(&count);
+    assert!(
+        numbers.iter().enumerate().all(|(i, &n)| n == i as u64),
+        "counter continued from {at_dump}: {numbers:?}"
+    );
+    // The restored container is an ordinary one: exec, ps, kill, delete.
+    let out = g.ok(&[
+        "exec",
+        &id2,
+        "sh",
+        "-c",
+        "echo $$ > /dev/null; tail -n1 /tmp/count",
+    ]);
+    assert!(out.trim().parse::<u64>().unwrap() > at_dump);
+    let pids: Vec<i32> = serde_json::from_str(&g.ok(&["ps", "--format", "json", &id2])).unwrap();
+    assert!(pids.contains(&g.pid(&id2)));
+    g.ok(&["kill", &id2, "KILL"]);
+    wait_for("stopped", Duration::from_secs(10), || {
+        (g.status(&id2) == "stopped").then_some(())
+    });
+    g.ok(&["delete", &id2]);
+    assert!(!g.state_dir(&id2).exists());
+}
+
+#[test]
+fn leave_running_keeps_the_container_going() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("leave");
+    g.start_detached_null(&bundle, &id);
+    wait_for("counter ticks", Duration::from_secs(10), || {
+        last_count(&count)
+    });
+    let image = g.root.path().join("image");
+    g.ok(&[
+        "checkpoint",
+        "--leave-running",
+        "--image-path",
+        image.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(g.status(&id), "running");
+    let at_dump = last_count(&count).unwrap();
+    wait_for("counter continues", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n >= at_dump + 5)
+    });
+    assert!(counts(&count)
+        .iter()
+        .enumerate()
+        .all(|(i, &n)| n == i as u64));
+    assert!(image.join("inventory.json").exists());
+}
+
+#[test]
+fn failed_checkpoint_leaves_the_container_running() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("ckfail");
+    g.start_detached_null(&bundle, &id);
+    wait_for("counter ticks", Duration::from_secs(10), || {
+        last_count(&count)
+    });
+    let image = g.root.path().join("image");
+    // A flag the dumper does not implement is refused by name.
+    let err = g.fails(&[
+        "checkpoint",
+        "--pre-dump",
+        "--image-path",
+        image.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(err.contains("--pre-dump"), "{err}");
+    // A process holding an fd of a kind the dumper does not support (an
+    // inotify instance) fails the dump by name.
+    g.ok_detached(&["exec", "--detach", &id, "inotify", "/tmp/inotify.out"]);
+    let err = g.fails(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    assert!(err.contains("not supported"), "{err}");
+    assert!(!image.exists(), "the partial image is removed");
+    assert_eq!(g.status(&id), "running");
+    let before = last_count(&count).unwrap();
+    wait_for("counter continues", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n > before + 3)
+    });
+}
+
+#[test]
+fn failed_restore_leaves_nothing_behind() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("src");
+    g.start_detached_null(&bundle, &id);
+    wait_for("counter ticks", Duration::from_secs(10), || {
+        last_count(&count)
+    });
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+
+    // Not an image at all.
+    let empty = g.root.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let id2 = g.id("bad");
+    let err = g.fails(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        empty.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    assert!(err.contains("inventory.json"), "{err}");
+    assert!(!g.state_dir(&id2).exists());
+
+    // A corrupted page file: refused, and no container, cgroup or state left.
+    let pages = std::fs::read_dir(&image)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("pages-")
+        })
+        .expect("a pages file");
+    let mut bytes = std::fs::read(&pages).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pages, bytes).unwrap();
+    let cgroups_before = std::fs::read_dir("/sys/fs/cgroup/memory").unwrap().count();
+    let err = g.fails(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    assert!(err.contains("restore of container"), "{err}");
+    assert!(!g.state_dir(&id2).exists(), "no state dir");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/:youki:{id2}")).exists(),
+        "no cgroup"
+    );
+    assert!(std::fs::read_dir("/sys/fs/cgroup/memory").unwrap().count() <= cgroups_before);
+    assert_eq!(g.ok(&["list", "-q"]).trim(), "");
+}
