@@ -60,6 +60,8 @@ pub struct ProcessImage {
     pub task: TaskImage,
     #[serde(default)]
     pub timers: TimersImage,
+    #[serde(default)]
+    pub seccomp: crate::seccomp::SeccompImage,
 }
 
 impl Versioned for ProcessImage {
@@ -240,6 +242,7 @@ fn dump_process(
     // Files and task attributes first: an unsupported fd fails before any injection.
     let files = files::dump(pid)?;
     let task = task::dump(pid)?;
+    let seccomp = crate::seccomp::dump(pid, host_tids)?;
     let vdso_insn = memory::vdso_syscall_insn(pid, &maps)?;
     let leader = host_tids[0];
     let mut inj = Injector::new(leader, Gadget::Syscall(vdso_insn))?;
@@ -284,6 +287,7 @@ fn dump_process(
             files,
             task,
             timers,
+            seccomp,
         })
     })();
     // Always take the scratch page away again (the process may keep running).

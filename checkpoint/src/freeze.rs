@@ -48,7 +48,17 @@ impl Frozen {
                 let mut seized = Vec::with_capacity(new.len());
                 for &tid in &new {
                     seen.insert(tid);
-                    match ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD) {
+                    // SUSPEND_SECCOMP: the target's filters must not see our
+                    // injected syscalls (needs CAP_SYS_ADMIN; fall back without).
+                    let with = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_SUSPEND_SECCOMP;
+                    let r = match ptrace::seize(tid, with) {
+                        Err(Error::Ptrace {
+                            errno: Errno::EPERM,
+                            ..
+                        }) => ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD),
+                        r => r,
+                    };
+                    match r {
                         Ok(()) => seized.push(tid),
                         // The thread exited between listing and seizing.
                         Err(Error::Ptrace {

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod pipes;
 pub mod proc;
 pub mod ptrace;
+pub mod seccomp;
 pub mod signalfd;
 pub mod signals;
 pub mod sockets;

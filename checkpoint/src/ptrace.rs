@@ -22,6 +22,7 @@ pub const OPT_TRACESYSGOOD: u32 = libc::PTRACE_O_TRACESYSGOOD as u32;
 pub const OPT_TRACEFORK: u32 = libc::PTRACE_O_TRACEFORK as u32;
 pub const OPT_TRACECLONE: u32 = libc::PTRACE_O_TRACECLONE as u32;
 pub const OPT_EXITKILL: u32 = libc::PTRACE_O_EXITKILL as u32;
+pub const OPT_SUSPEND_SECCOMP: u32 = libc::PTRACE_O_SUSPEND_SECCOMP as u32;
 
 const PTRACE_EVENT_STOP: i32 = 128;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
@@ -341,6 +342,46 @@ pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<[u8; 128]>> {
             return Ok(out);
         }
     }
+}
+
+/// The `index`-th seccomp filter of `tid` (0 = most recent) as raw
+/// `struct sock_filter` bytes; None past the last one.
+pub fn seccomp_filter(tid: i32, index: usize) -> Result<Option<Vec<u8>>> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    let n = match raw(PTRACE_SECCOMP_GET_FILTER, tid, index, 0) {
+        Ok(n) => n as usize,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(errno) => {
+            return Err(Error::Ptrace {
+                op: "SECCOMP_GET_FILTER",
+                tid,
+                errno,
+            })
+        }
+    };
+    let mut buf = vec![0u8; n * 8];
+    req(
+        "SECCOMP_GET_FILTER",
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index,
+        buf.as_mut_ptr() as usize,
+    )?;
+    Ok(Some(buf))
+}
+
+/// Flags the `index`-th seccomp filter was installed with.
+pub fn seccomp_flags(tid: i32, index: usize) -> Result<u64> {
+    const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+    let mut md = [index as u64, 0u64];
+    req(
+        "SECCOMP_GET_METADATA",
+        PTRACE_SECCOMP_GET_METADATA,
+        tid,
+        16,
+        md.as_mut_ptr() as usize,
+    )?;
+    Ok(md[1])
 }
 
 /// The tracer's handle on a tracee's memory. /proc/PID/mem writes with

@@ -183,10 +183,13 @@ fn restore_tree(
             format!("stub {stub} is not single-threaded"),
         ));
     }
+    // SUSPEND_SECCOMP: filters restored at the end must not filter our
+    // injections (inherited by every task the stub forks or clones).
     let opts = ptrace::OPT_TRACESYSGOOD
         | ptrace::OPT_EXITKILL
         | ptrace::OPT_TRACECLONE
-        | ptrace::OPT_TRACEFORK;
+        | ptrace::OPT_TRACEFORK
+        | ptrace::OPT_SUSPEND_SECCOMP;
     ptrace::seize(stub, opts)?;
     attached.0.push(stub);
     // Pin the stub (and so every task it forks or clones) to our CPU while
@@ -419,6 +422,17 @@ fn restore_tree(
             t_inj.forget();
             threads::set_final_state(host, t)?;
         }
+    }
+    // Seccomp last, suspended for our injections until detach.
+    for &i in order {
+        let l = &loaded[i];
+        if l.img.seccomp.filters.is_empty() {
+            continue;
+        }
+        let me = live
+            .get_mut(&l.entry.pid)
+            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+        crate::seccomp::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.seccomp)?;
     }
     // The gadget page unmaps itself: munmap runs from it with syscall stops,
     // and at the exit stop each leader gets its own registers.

@@ -378,3 +378,23 @@ fn interrupted_nanosleep_continues_with_its_remaining_time() {
         "interrupted round took {took} ms"
     );
 }
+
+#[test]
+fn seccomp_filter_and_no_new_privs_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (c, _, _) = roundtrip(
+        "seccheck",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        5,
+        20,
+        assert_ticks,
+    );
+    let st = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    assert!(
+        st.contains("Seccomp:\t2") && st.contains("Seccomp_filters:\t1"),
+        "{st}"
+    );
+}
