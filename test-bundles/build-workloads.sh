@@ -10,7 +10,7 @@ for c in "$src"/*.c; do
     name=$(basename "$c" .c)
     # Rebuild only when the source is newer: tests call this concurrently.
     if [ ! -x "$out/$name" ] || [ "$c" -nt "$out/$name" ]; then
-        gcc -static -O2 -Wall -pthread -o "$out/$name.tmp.$$" "$c"
-        mv -f "$out/$name.tmp.$$" "$out/$name"
+        gcc -static -O2 -Wall -pthread -o "$out/.$name.tmp.$$" "$c"
+        mv -f "$out/.$name.tmp.$$" "$out/$name"
     fi
 done
