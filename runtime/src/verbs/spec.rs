@@ -11,6 +11,7 @@ use crate::error::{Result, RuntimeError};
 /// network namespace.
 pub fn default_spec(rootless: bool) -> Result<Spec> {
     let mut spec = Spec::default();
+    spec.set_hostname(Some("godwit".to_string()));
     if rootless {
         let err = |e: oci_spec::OciSpecError| RuntimeError::InvalidValue {
             what: "rootless spec",
