@@ -28,6 +28,7 @@ pub enum FdKind {
     SignalFd(crate::signalfd::SignalFdImage),
     Epoll(crate::epoll::EpollImage),
     Socket(crate::sockets::SocketImage),
+    Memfd(crate::memfd::MemfdImage),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,11 @@ struct FdKindEntry {
 
 /// The registry: adding a kind of fd is one entry here and one module.
 const KINDS: &[FdKindEntry] = &[
+    FdKindEntry {
+        name: "memfd",
+        matches: |c| crate::memfd::is_memfd(c.link),
+        dump: crate::memfd::dump_fd,
+    },
     FdKindEntry {
         name: "path",
         matches: |c| {
@@ -264,6 +270,7 @@ impl<'a> FileTable<'a> {
         ns_pid: i32,
         host_pid: i32,
         img: &FilesImage,
+        shm: &crate::memory::ShmTable,
     ) -> Result<()> {
         let mut epolls: Vec<&FdImage> = Vec::new();
         for f in &img.fds {
@@ -302,6 +309,17 @@ impl<'a> FileTable<'a> {
                     let tmp = crate::epoll::create(inj)?;
                     finish_new(inj, tmp, f)?;
                     epolls.push(f);
+                }
+                FdKind::Memfd(m) => {
+                    let tmp = crate::memfd::restore(
+                        inj,
+                        scratch,
+                        ns_pid,
+                        host_pid,
+                        shm.object(m.inode),
+                        m,
+                    )?;
+                    finish_new(inj, tmp, f)?;
                 }
                 FdKind::Socket(sock @ crate::sockets::SocketImage::UnixPair { .. }) => {
                     let tmp = self.pairs.end(inj, scratch, ns_pid, host_pid, sock)?;

@@ -12,6 +12,7 @@ pub mod eventfd;
 pub mod files;
 pub mod freeze;
 pub mod image;
+pub mod memfd;
 pub mod memory;
 pub mod pipes;
 pub mod proc;

@@ -46,6 +46,13 @@ pub struct Vma {
     /// Name in maps ("[heap]", "[stack]", a path, ...), informational.
     pub name: String,
     pub kind: VmaKind,
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, memfd, SysV): the
+    /// shmem inode, the same in every process mapping the same object.
+    #[serde(default)]
+    pub shm_inode: Option<u64>,
+    /// Size of that shared object (st_size through /proc/PID/map_files).
+    #[serde(default)]
+    pub shm_size: u64,
 }
 
 /// A run of consecutive pages stored at `offset` in the pages file.
@@ -240,6 +247,13 @@ pub fn dump(
             growsdown: m.path == "[stack]",
             name: m.path.clone(),
             kind,
+            shm_inode: (m.shared && !file_backed).then_some(m.inode),
+            shm_size: if m.shared && !file_backed {
+                let p = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+                std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len()
+            } else {
+                0
+            },
         });
         // Shared file mappings live in the file; nothing to write.
         if file_backed && m.shared {
@@ -400,8 +414,18 @@ fn read_batch(
 
 /// Creates every VMA of the image in the (emptied) target by injected
 /// mmap, opening files inside the target so maps show the same paths.
-pub fn restore_vmas(inj: &mut Injector, scratch: &Scratch, img: &MemoryImage) -> Result<()> {
+pub fn restore_vmas(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    ns_pid: i32,
+    img: &MemoryImage,
+    shm: &mut ShmTable,
+) -> Result<()> {
     for v in &img.vmas {
+        if let Some(ino) = v.shm_inode {
+            shm.map(inj, scratch, ns_pid, v, ino)?;
+            continue;
+        }
         let len = v.end - v.start;
         let share = if v.shared {
             libc::MAP_SHARED
@@ -440,6 +464,99 @@ pub fn restore_vmas(inj: &mut Injector, scratch: &Scratch, img: &MemoryImage) ->
         }
     }
     Ok(())
+}
+
+/// Shared anonymous objects recreated so far in the tree. The first process
+/// mapping one creates it (MAP_SHARED|MAP_ANONYMOUS) and keeps an fd of the
+/// object from /proc/self/map_files; every other process maps that fd.
+#[derive(Default)]
+pub struct ShmTable {
+    /// shmem inode → (ns pid of the creator, spare fd there).
+    made: std::collections::HashMap<u64, (i32, u64)>,
+}
+
+const SHM_SPARE_FD_MIN: u64 = 10200;
+
+impl ShmTable {
+    fn map(
+        &mut self,
+        inj: &mut Injector,
+        scratch: &Scratch,
+        ns_pid: i32,
+        v: &Vma,
+        ino: u64,
+    ) -> Result<()> {
+        let len = v.end - v.start;
+        match self.made.get(&ino) {
+            None => {
+                // memfd objects are memfds again (same name); the rest are
+                // plain shared anonymous memory.
+                let memfd_name = v
+                    .name
+                    .strip_prefix("/memfd:")
+                    .map(|n| n.strip_suffix(" (deleted)").unwrap_or(n));
+                let fd = match memfd_name {
+                    Some(name) => {
+                        let p = scratch.put_cstr(sys::PATH_OFF, name)?;
+                        let fd = inj.syscall(
+                            "memfd_create",
+                            libc::SYS_memfd_create,
+                            &[p, (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64],
+                        )?;
+                        inj.syscall("ftruncate", libc::SYS_ftruncate, &[fd, v.shm_size.max(len)])?;
+                        let flags = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+                        inj.syscall(
+                            "mmap(memfd)",
+                            libc::SYS_mmap,
+                            &[v.start, len, v.prot as u64, flags, fd, 0],
+                        )?;
+                        fd
+                    }
+                    None => {
+                        let flags =
+                            (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+                        inj.syscall(
+                            "mmap(shared anon)",
+                            libc::SYS_mmap,
+                            &[v.start, len, v.prot as u64, flags, u64::MAX, 0],
+                        )?;
+                        let path = format!("/proc/self/map_files/{:x}-{:x}", v.start, v.end);
+                        sys::open_in(inj, scratch, &path, libc::O_RDWR | libc::O_CLOEXEC, 0)?
+                    }
+                };
+                let spare = inj.syscall(
+                    "fcntl(F_DUPFD_CLOEXEC)",
+                    libc::SYS_fcntl,
+                    &[fd, libc::F_DUPFD_CLOEXEC as u64, SHM_SPARE_FD_MIN],
+                )?;
+                inj.syscall("close", libc::SYS_close, &[fd])?;
+                self.made.insert(ino, (ns_pid, spare));
+            }
+            Some(&(owner, spare)) => {
+                let fd = sys::get_fd(inj, ns_pid, owner, spare)?;
+                let flags = (libc::MAP_SHARED | libc::MAP_FIXED) as u64;
+                let r = inj.syscall(
+                    "mmap(shared object)",
+                    libc::SYS_mmap,
+                    &[v.start, len, v.prot as u64, flags, fd, 0],
+                );
+                inj.syscall("close", libc::SYS_close, &[fd])?;
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The object with shmem inode `ino`, if some process maps it: (owner ns
+    /// pid, fd there).
+    pub fn object(&self, ino: u64) -> Option<(i32, u64)> {
+        self.made.get(&ino).copied()
+    }
+
+    /// Spare fds to close once every process has its memory and files.
+    pub fn spares(&self) -> Vec<(i32, u64)> {
+        self.made.values().copied().collect()
+    }
 }
 
 /// Writes the image's pages into the target, one call per run:

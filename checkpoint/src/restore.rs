@@ -321,12 +321,19 @@ fn restore_tree(
 
     // Memory of every process.
     let t_mem = Instant::now();
+    let mut shm = memory::ShmTable::default();
     for &i in order {
         let l = &loaded[i];
         let me = live
             .get_mut(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        memory::restore_vmas(&mut me.inj, &me.scratch, &l.img.memory)?;
+        memory::restore_vmas(
+            &mut me.inj,
+            &me.scratch,
+            l.entry.pid,
+            &l.img.memory,
+            &mut shm,
+        )?;
         if let Some(place) = &l.img.memory.vdso {
             memory::restore_vdso(&mut me.inj, me.host_pid, place, vdso)?;
         }
@@ -358,10 +365,12 @@ fn restore_tree(
             l.entry.pid,
             me.host_pid,
             &l.img.files,
+            &shm,
         )?;
     }
     let mut spares = table.pipes.spares();
     spares.extend(table.pairs.finish()?);
+    spares.extend(shm.spares());
     for (pid, fd) in spares {
         if let Some(me) = live.get_mut(&pid) {
             me.inj.syscall("close", libc::SYS_close, &[fd])?;

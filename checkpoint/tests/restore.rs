@@ -398,3 +398,19 @@ fn seccomp_filter_and_no_new_privs_survive() {
         "{st}"
     );
 }
+
+#[test]
+fn shared_anonymous_memory_and_memfd_stay_shared_between_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (_, ds, _) = roundtrip(
+        "shmtree",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        25,
+        60,
+        assert_ticks,
+    );
+    assert_eq!(ds.processes, 2);
+}
