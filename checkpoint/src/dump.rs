@@ -34,6 +34,10 @@ pub struct DumpOptions {
     /// image before the inventory, so that they too are durable before the
     /// processes are killed.
     pub extra_files: Vec<(String, Vec<u8>)>,
+    /// The root's fds 0-2 (and every fd sharing their open file description)
+    /// come from outside the tree — a container's stdio — and are recorded as
+    /// external, to be reconnected at restore, whatever their kind.
+    pub external_stdio: bool,
 }
 
 /// Timings in microseconds and sizes, for `stats-dump` and logs.
@@ -145,6 +149,12 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
         what: "a process set without a root (cycle?)".into(),
     })?;
     let vdso = memory::vdso_fingerprint(root, &proc::parse_maps(root)?)?;
+    let external = if opts.external_stdio {
+        let all: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+        files::external_stdio(root, &all)?
+    } else {
+        Default::default()
+    };
 
     let mut inv_procs = Vec::new();
     let mut images = Vec::new();
@@ -152,7 +162,14 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     for (p, ns_pid, ppid, pgid, sid, tids) in entries {
         let pages_name = format!("pages-{ns_pid}.img");
         let mut pages = PagesWriter::create(dir, &pages_name, opts.zstd_level)?;
-        let img = dump_process(p.pid, ns_pid, &p.tids, &tids, &mut pages)?;
+        let img = dump_process(
+            p.pid,
+            ns_pid,
+            &p.tids,
+            &tids,
+            external.get(&p.pid),
+            &mut pages,
+        )?;
         stats.pages_written += img.memory.pages_total;
         let pages = pages.finish()?;
         images.push((p.pid, img));
@@ -236,11 +253,12 @@ fn dump_process(
     ns_pid: i32,
     host_tids: &[i32],
     ns_tids: &[i32],
+    external: Option<&std::collections::HashMap<i32, i32>>,
     pages: &mut PagesWriter,
 ) -> Result<ProcessImage> {
     let maps = proc::parse_maps(pid)?;
     // Files and task attributes first: an unsupported fd fails before any injection.
-    let files = files::dump(pid)?;
+    let files = files::dump(pid, external)?;
     let task = task::dump(pid)?;
     let seccomp = crate::seccomp::dump(pid, host_tids)?;
     let vdso_insn = memory::vdso_syscall_insn(pid, &maps)?;
@@ -268,7 +286,13 @@ fn dump_process(
         inj.set_gadget(Gadget::SyscallTrap(addr + GADGET_OFF));
         let brk = inj.syscall("brk", libc::SYS_brk, &[0])?;
         let signals = signals::dump(pid, leader, &mut inj, &scratch)?;
-        let timers = timers::dump(&mut inj, &scratch)?;
+        let mut timers = timers::dump(&mut inj, &scratch)?;
+        timers.posix = timers::dump_posix(pid, &mut inj, &scratch, |host| {
+            host_tids
+                .iter()
+                .position(|&t| t == host)
+                .map(|i| ns_tids[i])
+        })?;
         let mut threads = Vec::with_capacity(host_tids.len());
         threads.push(threads::dump(pid, leader, ns_tids[0], &mut inj, &scratch)?);
         for (&tid, &ns_tid) in host_tids.iter().zip(ns_tids).skip(1) {

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::pipes::{self, PipeEnd};
 use crate::proc;
+use std::collections::HashMap;
+
 use crate::ptrace::Injector;
 use crate::sys::{self, Scratch};
 
@@ -29,6 +31,12 @@ pub enum FdKind {
     Epoll(crate::epoll::EpollImage),
     Socket(crate::sockets::SocketImage),
     Memfd(crate::memfd::MemfdImage),
+    /// Stdio that came from outside the dumped tree (the caller's pipe, fifo
+    /// or pty): not carried; at restore it is reconnected to the restorer's
+    /// stdio number `stdio` (0, 1 or 2).
+    External {
+        stdio: i32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,9 +155,47 @@ fn kind_name(link: &str, meta: &std::fs::Metadata) -> String {
     format!("{what} {link}")
 }
 
-pub fn dump(pid: i32) -> Result<FilesImage> {
+/// Which fds of each process share an open file description with the root's
+/// stdio (fd 0, 1 or 2): those are external and map to that stdio number.
+pub fn external_stdio(root: i32, pids: &[i32]) -> Result<HashMap<i32, HashMap<i32, i32>>> {
+    let mut out: HashMap<i32, HashMap<i32, i32>> = HashMap::new();
+    let root_fds = proc::fds(root)?;
+    for stdio in 0..3 {
+        if !root_fds.contains(&stdio) {
+            continue;
+        }
+        for &pid in pids {
+            for fd in proc::fds(pid)? {
+                // SAFETY: kcmp(2) with integer arguments.
+                let same = unsafe {
+                    libc::syscall(libc::SYS_kcmp, root, pid, 0 /* KCMP_FILE */, stdio, fd)
+                } == 0;
+                if same {
+                    out.entry(pid).or_default().entry(fd).or_insert(stdio);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Dumps every fd of `pid`; those in `external` (fd → stdio number) are
+/// recorded as external stdio whatever their kind.
+pub fn dump(pid: i32, external: Option<&HashMap<i32, i32>>) -> Result<FilesImage> {
     let mut img = FilesImage::default();
     for fd in proc::fds(pid)? {
+        if let Some(&stdio) = external.and_then(|e| e.get(&fd)) {
+            let info = proc::fdinfo(pid, fd)?;
+            let raw_flags = info.octal("flags")? as i32;
+            img.fds.push(FdImage {
+                fd,
+                ofd: 0,
+                flags: raw_flags & !libc::O_CLOEXEC,
+                cloexec: raw_flags & libc::O_CLOEXEC != 0,
+                kind: FdKind::External { stdio },
+            });
+            continue;
+        }
         let link_path = format!("/proc/{pid}/fd/{fd}");
         let link = proc::read_link(&link_path)?.to_string_lossy().into_owned();
         let meta = std::fs::metadata(&link_path).map_err(|e| Error::io(&link_path, e))?;
@@ -246,6 +292,8 @@ pub fn assign_ofds(procs: &mut [(i32, &mut FilesImage)]) -> Result<()> {
 /// a shared one is shared again: dup'd within a process, fetched with
 /// pidfd_getfd from its owner by any other process of the tree.
 pub struct FileTable<'a> {
+    /// Where the stub kept the restorer's stdio (fds N, N+1, N+2), if asked to.
+    pub stdio: Option<i32>,
     /// ofd id → (ns pid, fd) holding it.
     owners: std::collections::HashMap<u64, (i32, i32)>,
     pub pipes: pipes::PipeTable<'a>,
@@ -255,6 +303,7 @@ pub struct FileTable<'a> {
 impl<'a> FileTable<'a> {
     pub fn new(pipe_images: Vec<&'a pipes::PipeImage>) -> Self {
         FileTable {
+            stdio: None,
             owners: std::collections::HashMap::new(),
             pipes: pipes::PipeTable::new(pipe_images),
             pairs: Default::default(),
@@ -280,6 +329,24 @@ impl<'a> FileTable<'a> {
                 continue;
             }
             match &f.kind {
+                FdKind::External { stdio } => {
+                    let held = self.stdio.ok_or_else(|| {
+                        Error::restore(
+                            ns_pid,
+                            format!(
+                                "fd {} was stdio from outside the dumped tree; restore it with \
+                                 the restorer's stdio (RestoreOptions::inherit_stdio)",
+                                f.fd
+                            ),
+                        )
+                    })?;
+                    let tmp = inj.syscall(
+                        "fcntl(F_DUPFD_CLOEXEC)",
+                        libc::SYS_fcntl,
+                        &[(held + stdio) as u64, libc::F_DUPFD_CLOEXEC as u64, 3],
+                    )?;
+                    sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
+                }
                 FdKind::Path { path, pos } => {
                     let flags =
                         f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);

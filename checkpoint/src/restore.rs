@@ -33,7 +33,11 @@ const TASK_END: u64 = 0x7fff_ffff_f000;
 const PID_FREE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Default)]
-pub struct RestoreOptions {}
+pub struct RestoreOptions {
+    /// The stub's own fds 0-2 (the restorer's stdio) replace the image's
+    /// external stdio (see `DumpOptions::external_stdio`).
+    pub inherit_stdio: bool,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStats {
@@ -64,7 +68,7 @@ struct Live {
 /// single-threaded process whose pid in its namespace equals the image's
 /// root pid, e.g. from [`crate::stub::Stub::spawn`]). On success the restored
 /// processes run; on failure the stub is killed (and with it its namespace).
-pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<RestoreStats> {
+pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<RestoreStats> {
     let t0 = Instant::now();
     let reader = ImageReader::open(dir)?;
     let inv = &reader.inventory;
@@ -100,6 +104,7 @@ pub fn restore(dir: &Path, stub_pid: i32, _opts: &RestoreOptions) -> Result<Rest
         &loaded,
         &order,
         inv.vdso.as_ref(),
+        opts.inherit_stdio,
         &mut attached,
     );
     match result {
@@ -168,6 +173,7 @@ fn restore_tree(
     loaded: &[Loaded],
     order: &[usize],
     vdso: Option<&VdsoFingerprint>,
+    inherit_stdio: bool,
     attached: &mut Attached,
 ) -> Result<RestoreStats> {
     let root = &loaded[order[0]];
@@ -242,11 +248,45 @@ fn restore_tree(
             ],
         )?;
     }
-    inj.syscall(
-        "close_range",
-        libc::SYS_close_range,
-        &[0, u32::MAX as u64, 0],
-    )?;
+    // The stub's stdio, when it is to be the restored tree's, is kept above
+    // every fd number of the image until the files are restored.
+    let held_stdio = if inherit_stdio {
+        let base = loaded
+            .iter()
+            .flat_map(|l| l.img.files.fds.iter().map(|f| f.fd))
+            .max()
+            .unwrap_or(2)
+            .max(2)
+            + 1;
+        for n in 0..3u64 {
+            // dup3 replaces whatever the stub had there: all its other fds go.
+            let got = inj.syscall("dup3(stdio)", libc::SYS_dup3, &[n, base as u64 + n, 0])?;
+            if got != base as u64 + n {
+                return Err(Error::restore(
+                    root.entry.pid,
+                    format!("could not keep stub stdio {n} at fd {}", base as u64 + n),
+                ));
+            }
+        }
+        inj.syscall(
+            "close_range",
+            libc::SYS_close_range,
+            &[0, base as u64 - 1, 0],
+        )?;
+        inj.syscall(
+            "close_range",
+            libc::SYS_close_range,
+            &[base as u64 + 3, u32::MAX as u64, 0],
+        )?;
+        Some(base)
+    } else {
+        inj.syscall(
+            "close_range",
+            libc::SYS_close_range,
+            &[0, u32::MAX as u64, 0],
+        )?;
+        None
+    };
     inj.syscall("munmap(below)", libc::SYS_munmap, &[0, g])?;
     let above = g + SCRATCH_LEN;
     inj.syscall(
@@ -354,6 +394,7 @@ fn restore_tree(
         .flat_map(|l| l.img.files.pipes.iter())
         .collect();
     let mut table = FileTable::new(pipe_images);
+    table.stdio = held_stdio;
     for &i in order {
         let l = &loaded[i];
         let me = live
@@ -369,6 +410,14 @@ fn restore_tree(
         )?;
     }
     let mut spares = table.pipes.spares();
+    // Every process was forked with the held stdio: close it everywhere.
+    if let Some(base) = held_stdio {
+        for (&pid, _) in live.iter() {
+            for n in 0..3 {
+                spares.push((pid, base as u64 + n));
+            }
+        }
+    }
     spares.extend(table.pairs.finish()?);
     spares.extend(shm.spares());
     for (pid, fd) in spares {
@@ -422,6 +471,7 @@ fn restore_tree(
         stats
             .clamped_rlimits
             .extend(task::restore_rlimits(me.host_pid, &img.task)?);
+        timers::restore_posix(&mut me.inj, &me.scratch, &img.timers.posix)?;
         threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
         task::restore_creds(&mut me.inj, &me.scratch, img.pid, &img.task.creds)?;
         for (t, &host) in img.threads[1..].iter().zip(&host_tids) {

@@ -216,3 +216,75 @@ fn failed_restore_leaves_nothing_behind() {
     assert!(std::fs::read_dir("/sys/fs/cgroup/memory").unwrap().count() <= cgroups_before);
     assert_eq!(g.ok(&["list", "-q"]).trim(), "");
 }
+
+/// Runs godwit with stdout into `out` (a host file the container cannot see).
+fn godwit_with_stdout(g: &Godwit, args: &[&str], out: &std::path::Path) {
+    let file = std::fs::File::create(out).unwrap();
+    let status = g
+        .cmd()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(file)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "godwit {args:?}: {status}");
+}
+
+#[test]
+fn stdio_is_reconnected_to_the_restorer() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10"]);
+    let id = g.id("stdio");
+    let first_out = g.root.path().join("first.out");
+    godwit_with_stdout(
+        &g,
+        &[
+            "run",
+            "--detach",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ],
+        &first_out,
+    );
+    wait_for("output", Duration::from_secs(10), || {
+        last_count(&first_out).filter(|&n| n >= 5)
+    });
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    let at_dump = last_count(&first_out).unwrap();
+
+    // The restored counter writes to the restorer's stdout, from where it stopped.
+    let second_out = g.root.path().join("second.out");
+    let id2 = g.id("stdio-restored");
+    godwit_with_stdout(
+        &g,
+        &[
+            "restore",
+            "--detach",
+            "--image-path",
+            image.to_str().unwrap(),
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id2,
+        ],
+        &second_out,
+    );
+    wait_for("output after restore", Duration::from_secs(10), || {
+        last_count(&second_out).filter(|&n| n >= at_dump + 5)
+    });
+    let numbers = counts(&second_out);
+    assert_eq!(
+        numbers[0],
+        at_dump + 1,
+        "continues at {}: {numbers:?}",
+        at_dump + 1
+    );
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert_eq!(
+        last_count(&first_out),
+        Some(at_dump),
+        "the old stdout gets nothing more"
+    );
+}

@@ -344,7 +344,10 @@ fn hooks_run_at_their_points() {
     let inner = bundle.rootfs().join("tmp/hooks.log");
     assert_eq!(read(&inner), "");
     g.ok(&["start", &id]);
-    assert_eq!(read(&inner), "startContainer\n");
+    // startContainer runs in the init after `start` has signalled it.
+    wait_for("startContainer hook", Duration::from_secs(10), || {
+        (read(&inner) == "startContainer\n").then_some(())
+    });
     assert_eq!(read(&log), "createRuntime\ncreateContainer\npoststart\n");
     g.ok(&["delete", "--force", &id]);
     assert_eq!(

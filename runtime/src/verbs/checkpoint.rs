@@ -82,6 +82,9 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         &godwit_checkpoint::DumpOptions {
             leave_running: args.leave_running,
             extra_files: vec![(SPEC_DUMP.to_string(), spec_bytes)],
+            // The init's stdio belongs to whoever ran the container; restore
+            // reconnects it to its own (as runc does with its descriptors).
+            external_stdio: true,
             ..Default::default()
         },
     );

@@ -290,11 +290,13 @@ fn rebuild(
     })?;
     kill(pid, Signal::SIGSTOP).map_err(|e| RuntimeError::sys(format!("stop stub {pid}"), e))?;
     wait_stopped(pid.as_raw())?;
-    godwit_checkpoint::restore(image, pid.as_raw(), &Default::default()).map_err(|e| {
-        RuntimeError::Restore {
-            id: id.to_string(),
-            source: Box::new(e),
-        }
+    let opts = godwit_checkpoint::RestoreOptions {
+        // The stub inherited our stdio: the workload's stdio becomes ours.
+        inherit_stdio: true,
+    };
+    godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| RuntimeError::Restore {
+        id: id.to_string(),
+        source: Box::new(e),
     })?;
     container.state.bundle = bundle.to_path_buf();
     container
