@@ -325,8 +325,7 @@ impl Inner {
             op: "start",
             reason: "no process spec recorded".into(),
         })?;
-        let prepared = prepare(&process.paths)?;
-        let pid = {
+        let started = prepare(&process.paths).and_then(|prepared| {
             let _guard = reaper::fork_guard();
             let pid = container::exec(
                 &task.root,
@@ -335,12 +334,21 @@ impl Inner {
                 prepared.console.as_ref().map(|c| c.path()),
                 prepared.child,
             )?;
+            // Registered under the guard, so its exit cannot be reaped first.
             process.set_pid(pid.as_raw());
             process.set_status(Status::RUNNING);
-            pid.as_raw()
+            Ok((pid.as_raw(), prepared.pending, prepared.console))
+        });
+        let (pid, pending, console) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // containerd already waits on it: a process that never ran has ended.
+                process.set_exited(255);
+                return Err(e);
+            }
         };
         let _ = std::fs::remove_file(&spec);
-        attach(&process, &req.exec_id, prepared.pending, prepared.console)?;
+        attach(&process, &req.exec_id, pending, console)?;
         self.publish(TaskExecStarted {
             container_id: task.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -428,7 +436,12 @@ impl Inner {
             if let Some(spec) = &process.spec {
                 let _ = std::fs::remove_file(spec);
             }
-            process.with_io(|io| io.wait_output(OUTPUT_DRAIN));
+            process.with_io(|io| {
+                io.wait_output(OUTPUT_DRAIN);
+                io.close();
+            });
+            // A never-started exec: release anyone waiting on it.
+            process.set_exited(255);
             let exit = process.exit();
             return Ok(delete_response(process.pid(), exit));
         }
@@ -439,7 +452,16 @@ impl Inner {
                 .map_err(|e| ShimError::runtime(&task.id, e))?;
         }
         let exit = process.wait(Some(Duration::from_secs(2)));
-        process.with_io(|io| io.wait_output(OUTPUT_DRAIN));
+        process.with_io(|io| {
+            io.wait_output(OUTPUT_DRAIN);
+            io.close();
+        });
+        // Execs never started or deleted: nobody will report them any more.
+        for exec in lock(&task.execs).values() {
+            exec.with_io(|io| io.close());
+            exec.set_exited(255);
+        }
+        process.set_exited(137);
         if task.rootfs_mounted {
             rootfs::unmount(&task.bundle);
         }

@@ -70,6 +70,15 @@ impl Shim for GodwitShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // containerd-shim would now join every connection thread, and a Wait
+        // RPC of a client that went away blocks there for good. Nothing is
+        // left to serve: remove the socket and exit, as Go shims do.
+        if let Ok(address) = std::fs::read_to_string("address") {
+            let path = address.trim().trim_start_matches("unix://");
+            let _ = std::fs::remove_file(path);
+        }
+        log::info!("shim for {} exits", self.id);
+        std::process::exit(0);
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {

@@ -45,6 +45,8 @@ pub struct ProcessIo {
     pending: Arc<(Mutex<usize>, Condvar)>,
     /// The pty master, for resize.
     pub console: Option<File>,
+    /// The stdin fifo, to release a copier still waiting for a writer.
+    stdin_path: Option<String>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -136,7 +138,9 @@ impl PendingIo {
             console,
             ..ProcessIo::default()
         };
+        let mut io = io;
         if let Some((path, writer)) = self.stdin {
+            io.stdin_path = Some(path.clone());
             *lock(&io.stdin) = Some(File::from(writer));
             let target = io.stdin.clone();
             spawn(format!("stdin {name}"), move || copy_stdin(&path, &target));
@@ -220,6 +224,20 @@ impl ProcessIo {
     /// CloseIO: the process's stdin reaches EOF.
     pub fn close_stdin(&self) {
         lock(&self.stdin).take();
+    }
+
+    /// At delete: closes stdin and ends its copier, which may still be
+    /// blocked opening the fifo if containerd never opened its side.
+    pub fn close(&self) {
+        self.close_stdin();
+        if let Some(path) = &self.stdin_path {
+            // Opening the write side completes the copier's open; closing it
+            // gives the copier EOF. ENXIO means nobody waits: nothing to do.
+            let _ = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path);
+        }
     }
 
     /// Waits (bounded) until every output copier reached EOF, so the

@@ -1,0 +1,294 @@
+//! containerd 1.6 drives godwit through containerd-shim-godwit-v2: each test
+//! runs its own containerd (see support/) and uses `ctr` as a user would.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{text, Containerd, IMAGE, RUNTIME};
+
+#[test]
+fn foreground_run_prints_output_and_returns_exit_codes() {
+    let c = Containerd::start("fg");
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "echo1",
+        "echo",
+        "hello",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        c.log_tail()
+    );
+    assert_eq!(text(&out.stdout), "hello\n");
+
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "exit3",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    // stderr reaches its own fifo; a task killed by signal N exits 128+N.
+    let run = c
+        .ctr_cmd(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            "sig",
+            "sh",
+            "-c",
+            "echo oops >&2; exec sleep 1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    c.wait_status("sig", "RUNNING");
+    c.ok(&["task", "kill", "-s", "KILL", "sig"]);
+    let out = run.wait_with_output().expect("wait ctr run");
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("oops"),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(c.ok(&["task", "ls", "-q"]).trim().is_empty());
+    assert!(
+        std::fs::read_dir(c.godwit_root())
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "godwit state left in {}",
+        c.godwit_root().display()
+    );
+}
+
+#[test]
+fn detached_task_exec_ps_metrics_pause_resume_kill_delete() {
+    let c = Containerd::start("detached");
+    let id = "counter1";
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "counter",
+        "100",
+        "/tmp/count",
+    ]);
+    c.wait_status(id, "RUNNING");
+
+    // exec: output, exit status, and the exec's pid listed by ps.
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
+        "echo from-exec; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from-exec\n");
+
+    let mut sleeper = c
+        .ctr_cmd(&["task", "exec", "--exec-id", "sleeper", id, "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ctr task exec");
+    let mut ps = String::new();
+    for _ in 0..100 {
+        ps = c.ok(&["task", "ps", id]);
+        if ps.lines().count() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ps.lines().count(), 3, "init and sleeper expected:\n{ps}");
+    assert!(ps.contains("sleeper"), "the exec's id is its INFO:\n{ps}");
+
+    let metrics = c.ok(&["task", "metrics", id]);
+    assert!(metrics.contains("pids.current"), "{metrics}");
+    assert!(
+        metrics.contains("memory.usage_in_bytes") || metrics.contains("memory.usage"),
+        "{metrics}"
+    );
+
+    // The counter stops while paused and goes on after resume.
+    let count = || -> u64 {
+        let out = c.ok(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "tail",
+            id,
+            "tail",
+            "-n1",
+            "/tmp/count",
+        ]);
+        out.trim().parse().unwrap_or(0)
+    };
+    c.ok(&["task", "pause", id]);
+    c.wait_status(id, "PAUSED");
+    let exec_paused = c.ctr(&["task", "exec", "--exec-id", "p", id, "true"]);
+    assert!(
+        !exec_paused.status.success(),
+        "exec into a paused task must fail"
+    );
+    c.ok(&["task", "resume", id]);
+    c.wait_status(id, "RUNNING");
+    let before = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count() > before, "counter does not advance after resume");
+
+    // kill --all reaches the exec too; the init is pid 1 of its namespace and
+    // ignores TERM, so KILL.
+    c.ok(&["task", "kill", "-a", "-s", "KILL", id]);
+    c.wait_status(id, "STOPPED");
+    let status = sleeper.wait().expect("wait ctr exec");
+    assert_eq!(
+        status.code(),
+        Some(137),
+        "the exec'd sleep dies with the task"
+    );
+    c.ok(&["task", "delete", id]);
+    assert_eq!(c.task_status(id), None);
+    c.ok(&["containers", "rm", id]);
+    assert!(
+        !c.godwit_root().join(id).exists(),
+        "godwit state left behind"
+    );
+    let cgroup = format!("/sys/fs/cgroup/pids/{}/{id}", c.ns);
+    let unified = format!("/sys/fs/cgroup/{}/{id}", c.ns);
+    assert!(
+        !std::path::Path::new(&cgroup).exists() && !std::path::Path::new(&unified).exists(),
+        "cgroup left behind"
+    );
+}
+
+#[test]
+fn terminal_run_gets_a_pty() {
+    let c = Containerd::start("tty");
+    // script(1) gives ctr a terminal, as an interactive user would have.
+    let ctr = format!(
+        "ctr --address {} -n {} run --rm -t --runtime {RUNTIME} {IMAGE} tty1 sh -c 'tty; echo hi-tty; exit 4'",
+        c.address().display(),
+        c.ns
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) (bsdutils)");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("/dev/pts/"), "no pty: {stdout:?}");
+    assert!(stdout.contains("hi-tty"), "{stdout:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout:?} {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn task_survives_containerd_restart() {
+    let mut c = Containerd::start("restart");
+    let id = "survivor";
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "counter",
+        "100",
+        "/tmp/count",
+    ]);
+    c.wait_status(id, "RUNNING");
+    c.restart();
+    c.wait_status(id, "RUNNING");
+    let out = c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        id,
+        "sh",
+        "-c",
+        "echo still-here",
+    ]);
+    assert_eq!(out, "still-here\n");
+    // The exit is reported to the new containerd (the shim reconnects).
+    c.ok(&["task", "kill", "-s", "KILL", id]);
+    c.wait_status(id, "STOPPED");
+    c.ok(&["task", "delete", id]);
+    c.ok(&["containers", "rm", id]);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let c = Containerd::start("bad");
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "nobin",
+        "/no/such/binary",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/no/such/binary") || text(&out.stderr).contains("nobin"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(c.task_status("nobin"), None);
+    assert!(!c.godwit_root().join("nobin").exists());
+
+    // Checkpoint is not there yet, and says so.
+    let id = "nockpt";
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "counter",
+        "100",
+        "/tmp/count",
+    ]);
+    c.wait_status(id, "RUNNING");
+    let out = c.ctr(&["task", "checkpoint", id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("issue 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    c.wait_status(id, "RUNNING");
+}
