@@ -59,6 +59,36 @@ fn prlimit(
     Ok(old)
 }
 
+/// rlimits from /proc/PID/limits (prlimit on another user's process needs
+/// CAP_SYS_RESOURCE). Rows are in resource order after the header.
+fn read_limits(pid: i32) -> Result<Vec<Rlimit>> {
+    let path = format!("/proc/{pid}/limits");
+    let text = proc::read_string(&path)?;
+    let mut out = Vec::new();
+    for (resource, line) in text.lines().skip(1).enumerate() {
+        // "%-25s %-20s %-20s %-10s": name, soft, hard, units.
+        let vals = line.get(26..).unwrap_or("");
+        let mut it = vals.split_whitespace();
+        let mut val = |what: &str| -> Result<u64> {
+            match it.next() {
+                Some("unlimited") => Ok(u64::MAX),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| Error::parse(&path, format!("{what} in {line:?}"))),
+                None => Err(Error::parse(&path, format!("no {what} in {line:?}"))),
+            }
+        };
+        let cur = val("soft limit")?;
+        let max = val("hard limit")?;
+        out.push(Rlimit {
+            resource: resource as u32,
+            cur,
+            max,
+        });
+    }
+    Ok(out)
+}
+
 pub fn dump(pid: i32) -> Result<TaskImage> {
     let st = Status::of_pid(pid)?;
     let ids =
@@ -66,16 +96,7 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
     let pers = proc::read_string(format!("/proc/{pid}/personality"))?;
     let personality = u64::from_str_radix(pers.trim(), 16)
         .map_err(|_| Error::parse(format!("/proc/{pid}/personality"), pers.trim()))?;
-    let mut rlimits = Vec::new();
-    for resource in 0..16u32 {
-        let r = prlimit(pid, resource, None)
-            .map_err(|e| Error::sys(format!("prlimit({pid}, {resource})"), e))?;
-        rlimits.push(Rlimit {
-            resource,
-            cur: r.rlim_cur,
-            max: r.rlim_max,
-        });
-    }
+    let rlimits = read_limits(pid)?;
     Ok(TaskImage {
         exit_signal: proc::Stat::read(pid)?.field(38)? as i32,
         cwd: proc::read_link(format!("/proc/{pid}/cwd"))?
@@ -186,4 +207,24 @@ pub fn restore_creds(inj: &mut Injector, scratch: &Scratch, pid: i32, c: &Creds)
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_file_matches_getrlimit() {
+        let pid = std::process::id() as i32;
+        let l = read_limits(pid).unwrap();
+        assert_eq!(l.len(), 16);
+        let mut r = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut r) };
+        let nofile = l[libc::RLIMIT_NOFILE as usize];
+        assert_eq!((nofile.cur, nofile.max), (r.rlim_cur, r.rlim_max));
+    }
 }

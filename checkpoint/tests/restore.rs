@@ -414,3 +414,55 @@ fn shared_anonymous_memory_and_memfd_stay_shared_between_processes() {
     );
     assert_eq!(ds.processes, 2);
 }
+
+#[test]
+fn creds_session_umask_cwd_personality_comm_rlimits_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("work")).unwrap();
+    let out = tmp.path().join("out");
+    let (c, _, rs) = roundtrip(
+        "credcheck",
+        &[out.to_str().unwrap()],
+        tmp.path(),
+        &out,
+        5,
+        20,
+        assert_ticks,
+    );
+    assert!(rs.clamped_rlimits.is_empty(), "{:?}", rs.clamped_rlimits);
+    let st = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    // setsid() in the namespace's init: it leads its own session, id 1.
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("NSsid:") && l.split_whitespace().last() == Some("1")),
+        "{st}"
+    );
+}
+
+#[test]
+fn zstd_compressed_image_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut w = spawn_in_ns(
+        &workload("memcheck"),
+        &["32", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    let img = tmp.path().join("img");
+    let opts = DumpOptions {
+        zstd_level: Some(3),
+        ..Default::default()
+    };
+    dump(&[w.pid], &img, &opts).expect("dump");
+    w.wait_gone();
+    // A zstd frame (the pattern data itself is incompressible).
+    let head = std::fs::read(img.join("pages-1.img")).unwrap();
+    assert_eq!(&head[..4], &[0x28, 0xb5, 0x2f, 0xfd], "not zstd");
+    let n = lines(&out).len();
+    let stub = Stub::spawn().unwrap();
+    restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+    let _c = Child::adopt(stub.release());
+    let l = wait_for(&out, "lines after restore", T, |l| l.len() >= n + 10);
+    assert_ticks(&l);
+}
