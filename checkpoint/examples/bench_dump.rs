@@ -264,7 +264,7 @@ fn main() {
         // First touch of guest memory is expensive in a VM: warm up as much
         // as the round will use (workload + image + restored copy) so that
         // the limits and godwit see the same kind of memory.
-        fill_rate(3 * mib);
+        fill_rate(2 * mib);
         let fill = fill_rate(mib);
         let dd = dd_rate(&tmp, mib);
         let r = round(

@@ -38,6 +38,9 @@ pub struct DumpOptions {
     /// come from outside the tree — a container's stdio — and are recorded as
     /// external, to be reconnected at restore, whatever their kind.
     pub external_stdio: bool,
+    /// The processes' cgroup (v2 directory, or v1 freezer directory): frozen
+    /// while every thread is seized, so nothing forks behind our back.
+    pub freeze_cgroup: Option<std::path::PathBuf>,
 }
 
 /// Timings in microseconds and sizes, for `stats-dump` and logs.
@@ -99,7 +102,10 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     image::create_dir(dir)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
-    let frozen = Frozen::freeze(pids)?;
+    let frozen = match &opts.freeze_cgroup {
+        Some(cg) => Frozen::freeze_cgroup(pids, cg)?,
+        None => Frozen::freeze(pids)?,
+    };
     stats.freeze_us = us(t0);
     stats.processes = frozen.procs.len();
     stats.threads = frozen.thread_count();

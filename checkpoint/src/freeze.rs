@@ -2,6 +2,7 @@
 //! guard that detaches them all (leaving them running) however the dump ends.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use nix::errno::Errno;
 
@@ -33,6 +34,7 @@ impl Frozen {
             released: false,
         };
         for &pid in pids {
+            refuse_zombie(pid)?;
             frozen.procs.push(FrozenProcess {
                 pid,
                 tids: Vec::new(),
@@ -49,15 +51,8 @@ impl Frozen {
                 for &tid in &new {
                     seen.insert(tid);
                     // SUSPEND_SECCOMP: the target's filters must not see our
-                    // injected syscalls (needs CAP_SYS_ADMIN; fall back without).
-                    let with = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_SUSPEND_SECCOMP;
-                    let r = match ptrace::seize(tid, with) {
-                        Err(Error::Ptrace {
-                            errno: Errno::EPERM,
-                            ..
-                        }) => ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD),
-                        r => r,
-                    };
+                    // injected syscalls.
+                    let r = seize_one(tid);
                     match r {
                         Ok(()) => seized.push(tid),
                         // The thread exited between listing and seizing.
@@ -83,6 +78,58 @@ impl Frozen {
             if leader != Some(pid) {
                 return Err(Error::Unsupported {
                     pid,
+                    what: "a process whose thread-group leader has exited".into(),
+                });
+            }
+        }
+        Ok(frozen)
+    }
+
+    /// Like [`Frozen::freeze`], but with the processes' cgroup frozen first
+    /// (v2 `cgroup.freeze` or v1 `freezer.state`), so that nothing forks or
+    /// clones while the threads are seized: seize and interrupt everything
+    /// while frozen, thaw, then collect every interrupt stop.
+    pub fn freeze_cgroup(pids: &[i32], cgroup: &Path) -> Result<Self> {
+        let mut frozen = Frozen {
+            procs: Vec::new(),
+            released: false,
+        };
+        let thaw = CgroupFreezer::freeze(cgroup)?;
+        for &pid in pids {
+            refuse_zombie(pid)?;
+            let mut tids = Vec::new();
+            for tid in proc::tasks(pid)? {
+                match seize_one(tid) {
+                    Ok(()) => tids.push(tid),
+                    Err(Error::Ptrace {
+                        errno: Errno::ESRCH,
+                        ..
+                    }) => {}
+                    Err(e) => {
+                        frozen.procs.push(FrozenProcess { pid, tids });
+                        return Err(e);
+                    }
+                }
+            }
+            frozen.procs.push(FrozenProcess { pid, tids });
+        }
+        for p in &frozen.procs {
+            for &tid in &p.tids {
+                ptrace::interrupt(tid)?;
+            }
+        }
+        drop(thaw);
+        for p in &mut frozen.procs {
+            let mut alive = Vec::with_capacity(p.tids.len());
+            for &tid in &p.tids {
+                if wait_interrupted(tid)? {
+                    alive.push(tid);
+                }
+            }
+            p.tids = alive;
+            if p.tids.first() != Some(&p.pid) {
+                return Err(Error::Unsupported {
+                    pid: p.pid,
                     what: "a process whose thread-group leader has exited".into(),
                 });
             }
@@ -160,6 +207,76 @@ impl Drop for Frozen {
                     let _ = ptrace::detach(tid, 0);
                 }
             }
+        }
+    }
+}
+
+fn refuse_zombie(pid: i32) -> Result<()> {
+    let st = proc::read_string(format!("/proc/{pid}/stat"))?;
+    let state = st
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next());
+    if state == Some('Z') {
+        return Err(Error::Unsupported {
+            pid,
+            what: "a zombie process".into(),
+        });
+    }
+    Ok(())
+}
+
+/// PTRACE_SEIZE with the dump's options (SUSPEND_SECCOMP when allowed).
+fn seize_one(tid: i32) -> Result<()> {
+    let with = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_SUSPEND_SECCOMP;
+    match ptrace::seize(tid, with) {
+        Err(Error::Ptrace {
+            errno: Errno::EPERM,
+            ..
+        }) => ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD),
+        r => r,
+    }
+}
+
+/// A frozen cgroup, thawed on drop.
+struct CgroupFreezer {
+    file: std::path::PathBuf,
+    thawed: &'static str,
+}
+
+impl CgroupFreezer {
+    fn freeze(cgroup: &Path) -> Result<Self> {
+        let v2 = cgroup.join("cgroup.freeze");
+        let (file, frozen, thawed) = if v2.exists() {
+            (v2, "1", "0")
+        } else {
+            (cgroup.join("freezer.state"), "FROZEN", "THAWED")
+        };
+        std::fs::write(&file, frozen).map_err(|e| Error::io(&file, e))?;
+        let guard = CgroupFreezer { file, thawed };
+        // Wait until every task is frozen (v2: cgroup.events "frozen 1").
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let done = if thawed == "0" {
+                let ev = cgroup.join("cgroup.events");
+                proc::read_string(&ev)?.lines().any(|l| l == "frozen 1")
+            } else {
+                proc::read_string(&guard.file)?.trim() == "FROZEN"
+            };
+            if done {
+                return Ok(guard);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::image(cgroup, "cgroup did not freeze within 10 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for CgroupFreezer {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.file, self.thawed) {
+            tracing::error!(file = %self.file.display(), error = %e, "cannot thaw cgroup");
         }
     }
 }

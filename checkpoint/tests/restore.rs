@@ -466,3 +466,56 @@ fn zstd_compressed_image_restores() {
     let l = wait_for(&out, "lines after restore", T, |l| l.len() >= n + 10);
     assert_ticks(&l);
 }
+
+/// A cgroup directory removed on drop (after its processes are gone).
+struct TempCgroup(std::path::PathBuf);
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn dump_with_the_cgroup_frozen_v1_and_v2() {
+    for (root, name) in [
+        ("/sys/fs/cgroup/freezer", "v1"),
+        ("/sys/fs/cgroup/unified", "v2"),
+    ] {
+        if !std::path::Path::new(root).exists() {
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let cg = TempCgroup(std::path::PathBuf::from(format!(
+            "{root}/godwit-test-{}-{name}",
+            std::process::id()
+        )));
+        std::fs::create_dir(&cg.0).unwrap();
+        let mut w = spawn_in_ns(&workload("pipetree"), &[out.to_str().unwrap()], tmp.path());
+        wait_for(&out, "lines", T, |l| l.len() >= 5);
+        let pids = godwit_checkpoint::proc::tree(w.pid).unwrap();
+        for p in &pids {
+            std::fs::write(cg.0.join("cgroup.procs"), p.to_string()).unwrap();
+        }
+        let img = tmp.path().join("img");
+        let opts = DumpOptions {
+            freeze_cgroup: Some(cg.0.clone()),
+            ..Default::default()
+        };
+        let ds = dump(&pids, &img, &opts).unwrap_or_else(|e| panic!("dump ({name}): {e}"));
+        assert_eq!(ds.processes, 3);
+        w.wait_gone();
+        let n = lines(&out).len();
+        let stub = Stub::spawn().unwrap();
+        restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+        let _c = Child::adopt(stub.release());
+        let l = wait_for(&out, "lines after restore", T, |l| l.len() >= n + 20);
+        assert_ticks(&l);
+    }
+}
