@@ -7,6 +7,7 @@ pub mod console;
 pub mod error;
 pub mod logging;
 pub mod store;
+pub mod timens;
 pub mod verbs;
 
 pub use error::{Result, RuntimeError};

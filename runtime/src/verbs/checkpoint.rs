@@ -75,13 +75,19 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     let spec = recorded_spec(&container)?;
     let spec_bytes =
         serde_json::to_vec(&spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
+    let init = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let timens_bytes = serde_json::to_vec(&crate::timens::read(init)?)
+        .map_err(|e| RuntimeError::io(crate::timens::TIMENS_DUMP, e.into()))?;
 
     let stats = godwit_checkpoint::dump(
         &pids,
         image,
         &godwit_checkpoint::DumpOptions {
             leave_running: args.leave_running,
-            extra_files: vec![(SPEC_DUMP.to_string(), spec_bytes)],
+            extra_files: vec![
+                (SPEC_DUMP.to_string(), spec_bytes),
+                (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
+            ],
             // The init's stdio belongs to whoever ran the container; restore
             // reconnects it to its own (as runc does with its descriptors).
             external_stdio: true,

@@ -196,10 +196,12 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
     }
     let image = args.image_path.as_path();
     // Check the image before anything is created.
-    godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
-        id: id.to_string(),
-        source: Box::new(e),
-    })?;
+    let reader =
+        godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
+            id: id.to_string(),
+            source: Box::new(e),
+        })?;
+    let previous_offsets = crate::timens::read_dump(image)?;
     let spec_path = image.join(SPEC_DUMP);
     let spec_text = std::fs::read_to_string(&spec_path).map_err(|e| RuntimeError::Bundle {
         path: image.to_path_buf(),
@@ -221,7 +223,11 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
     let _ = std::fs::remove_dir_all(&stub_bundle);
     std::fs::create_dir_all(&stub_bundle).map_err(|e| RuntimeError::io(&stub_bundle, e))?;
     let cleanup_bundle = RemoveOnDrop(stub_bundle.clone());
-    let stub = stub_spec(&spec, &rootfs)?;
+    let mut stub = stub_spec(&spec, &rootfs)?;
+    // Computed last, just before the container is created: the clocks go on
+    // from the dump's readings (the blackout is not seen by the workload).
+    let offsets = crate::timens::offsets_for_restore(&reader.inventory.clocks, previous_offsets)?;
+    crate::timens::apply(&mut stub, offsets)?;
     let config = stub_bundle.join("config.json");
     let text = serde_json::to_vec(&stub).map_err(|e| RuntimeError::io(&config, e.into()))?;
     std::fs::write(&config, text).map_err(|e| RuntimeError::io(&config, e))?;
