@@ -53,6 +53,51 @@ pub struct Vma {
     /// Size of that shared object (st_size through /proc/PID/map_files).
     #[serde(default)]
     pub shm_size: u64,
+    /// MADV_* advice to apply again (from smaps VmFlags: hg, nh, dc, wf, dd, mg).
+    #[serde(default)]
+    pub madvise: Vec<i32>,
+}
+
+/// VmFlags of every VMA (by start address) from /proc/PID/smaps.
+fn vm_flags(pid: i32) -> Result<std::collections::HashMap<u64, Vec<String>>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = proc::read_string(&path)?;
+    let mut out = std::collections::HashMap::new();
+    let mut cur: Option<u64> = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(start) = cur {
+                out.insert(
+                    start,
+                    flags.split_whitespace().map(str::to_string).collect(),
+                );
+            }
+        } else if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, _)) = range.split_once('-') {
+                if let Ok(start) = u64::from_str_radix(a, 16) {
+                    cur = Some(start);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The advice that smaps flags stand for and that restore must repeat.
+fn advice_of(flags: &[String]) -> Vec<i32> {
+    let mut v = Vec::new();
+    for f in flags {
+        match f.as_str() {
+            "hg" => v.push(libc::MADV_HUGEPAGE),
+            "nh" => v.push(libc::MADV_NOHUGEPAGE),
+            "dc" => v.push(libc::MADV_DONTFORK),
+            "wf" => v.push(libc::MADV_WIPEONFORK),
+            "dd" => v.push(libc::MADV_DONTDUMP),
+            "mg" => v.push(libc::MADV_MERGEABLE),
+            _ => {}
+        }
+    }
+    v
 }
 
 /// A run of consecutive pages stored at `offset` in the pages file.
@@ -201,6 +246,7 @@ pub fn dump(
     let mut vmas = Vec::new();
     let mut runs: Vec<PageRun> = Vec::new();
     let mut vdso = None;
+    let flags = vm_flags(pid)?;
     // Runs of pages per VMA, with whether the VMA is readable by process_vm_readv.
     let mut todo: Vec<(u64, u64, bool)> = Vec::new();
     for m in maps {
@@ -244,9 +290,15 @@ pub fn dump(
             end: m.end,
             prot: prot_of(m),
             shared: m.shared,
-            growsdown: m.path == "[stack]",
+            growsdown: flags
+                .get(&m.start)
+                .map_or(m.path == "[stack]", |f| f.iter().any(|x| x == "gd")),
             name: m.path.clone(),
             kind,
+            madvise: flags
+                .get(&m.start)
+                .map(|f| advice_of(f))
+                .unwrap_or_default(),
             shm_inode: (m.shared && !file_backed).then_some(m.inode),
             shm_size: if m.shared && !file_backed {
                 let p = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
@@ -461,6 +513,20 @@ pub fn restore_vmas(
                 inj.syscall("close", libc::SYS_close, &[fd])?;
                 r?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Repeats the VMAs' madvise advice (THP, fork and dump behaviour, KSM).
+pub fn restore_advice(inj: &mut Injector, img: &MemoryImage) -> Result<()> {
+    for v in &img.vmas {
+        for &advice in &v.madvise {
+            inj.syscall(
+                "madvise",
+                libc::SYS_madvise,
+                &[v.start, v.end - v.start, advice as u64],
+            )?;
         }
     }
     Ok(())

@@ -385,6 +385,7 @@ fn restore_tree(
             &l.entry.pages.name,
         )?;
         memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)?;
+        memory::restore_advice(&mut me.inj, &l.img.memory)?;
     }
     stats.memory_us = t_mem.elapsed().as_micros() as u64;
 

@@ -62,7 +62,7 @@ fn strip_dev_ino(m: &str) -> Vec<String> {
 fn memory_of_every_kind_survives() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let (_c, ds, _rs) = roundtrip(
+    let (c, ds, _rs) = roundtrip(
         "memcheck",
         &["200", out.to_str().unwrap()],
         tmp.path(),
@@ -70,6 +70,14 @@ fn memory_of_every_kind_survives() {
         3,
         10,
         assert_ticks,
+    );
+    // MADV_DONTFORK on the big mapping survives (smaps VmFlags "dc").
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", c.pid)).unwrap();
+    assert!(
+        smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.contains(" dc")),
+        "no dc flag"
     );
     // 200 MiB of pattern plus heap etc., but not untouched file pages.
     assert!(

@@ -37,6 +37,8 @@ int main(int argc, char **argv) {
     size_t big_words = mib * 1024 * 1024 / 8;
     uint64_t *big = mmap(0, mib * 1024 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (big == MAP_FAILED) return 3;
+    /* Advice that must survive (checked by the test in smaps). */
+    madvise(big, mib * 1024 * 1024, MADV_DONTFORK);
     for (size_t i = 0; i < big_words; i++) big[i] = pat(i, 1);
     size_t heap_words = 300000;
     uint64_t *heap = malloc(heap_words * 8);
