@@ -91,6 +91,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             // The init's stdio belongs to whoever ran the container; restore
             // reconnects it to its own (as runc does with its descriptors).
             external_stdio: true,
+            freeze_cgroup: freezer_dir(init),
             ..Default::default()
         },
     );
@@ -114,4 +115,29 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     }
     tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
     Ok(stats)
+}
+
+/// The freezer of `pid`'s cgroup: the v1 freezer hierarchy where there is one
+/// (what `pause` uses on hybrid hosts like this one), else the v2 directory.
+fn freezer_dir(pid: i32) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "freezer") {
+            return Some(std::path::Path::new("/sys/fs/cgroup/freezer").join(rel));
+        }
+        if controllers.is_empty() {
+            let base = if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() {
+                "/sys/fs/cgroup/unified"
+            } else {
+                "/sys/fs/cgroup"
+            };
+            v2 = Some(std::path::Path::new(base).join(rel));
+        }
+    }
+    // cgroup v2 freezing needs cgroup.freeze (absent in the root cgroup).
+    v2.filter(|d| d.join("cgroup.freeze").exists())
 }
