@@ -6,6 +6,7 @@ pub mod cli;
 pub mod console;
 pub mod error;
 pub mod logging;
+pub mod notify;
 pub mod store;
 pub mod timens;
 pub mod verbs;

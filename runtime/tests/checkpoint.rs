@@ -391,3 +391,80 @@ fn a_restored_container_checkpoints_again() {
     let max_gap = lines.windows(2).map(|w| w[1].1 - w[0].1).max().unwrap() / 1_000_000;
     assert!(max_gap < 300, "largest monotonic step {max_gap} ms");
 }
+
+/// Lines of `notified`: (n, signals seen).
+fn notified_lines(file: &std::path::Path) -> Vec<(u64, u32)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, s) = l.split_once(' ')?;
+            Some((n.parse().ok()?, s.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn notifications_before_checkpoint_and_after_restore() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["notified", "/tmp/notes", "10"]);
+    bundle.edit(|c| {
+        c["annotations"] = serde_json::json!({
+            "org.godwit.checkpoint.notify-signal": "SIGUSR1",
+            "org.godwit.checkpoint.notify-delay-ms": "200"
+        })
+    });
+    let file = bundle.rootfs().join("tmp/notes");
+    let id = g.id("notify");
+    g.start_detached_null(&bundle, &id);
+    wait_for("ticks", Duration::from_secs(10), || {
+        (notified_lines(&file).len() >= 3).then_some(())
+    });
+    assert_eq!(notified_lines(&file).last().unwrap().1, 0);
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    let before = notified_lines(&file);
+    assert_eq!(before.last().unwrap().1, 1, "notified once before the dump");
+    let id2 = g.id("notify-restored");
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    let after = wait_for("notified after restore", Duration::from_secs(10), || {
+        let lines = notified_lines(&file);
+        (lines.len() > before.len() + 2).then_some(lines)
+    });
+    assert_eq!(
+        after.last().unwrap().1,
+        2,
+        "notified again after the restore"
+    );
+    assert!(after.iter().enumerate().all(|(i, l)| l.0 == i as u64));
+}
+
+#[test]
+fn opted_out_container_is_not_checkpointed() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    bundle
+        .edit(|c| c["annotations"] = serde_json::json!({"org.godwit.checkpoint.opt-out": "true"}));
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("optout");
+    g.start_detached_null(&bundle, &id);
+    wait_for("ticks", Duration::from_secs(10), || last_count(&count));
+    let image = g.root.path().join("image");
+    let err = g.fails(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    assert!(err.contains("opted out"), "{err}");
+    assert!(err.contains("org.godwit.checkpoint.opt-out"), "{err}");
+    assert!(!image.exists());
+    assert_eq!(g.status(&id), "running");
+    let n = last_count(&count).unwrap();
+    wait_for("counter continues", Duration::from_secs(10), || {
+        last_count(&count).filter(|&m| m > n + 3)
+    });
+}

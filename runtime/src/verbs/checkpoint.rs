@@ -73,9 +73,15 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         .collect();
     pids.sort_unstable();
     let spec = recorded_spec(&container)?;
+    crate::notify::check_opt_out(&spec, id)?;
+    let init = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    if let Some((signal, delay)) = crate::notify::notification(&spec)? {
+        // Shortly before: the workload may flush or quiesce.
+        crate::notify::send(init, signal)?;
+        std::thread::sleep(delay);
+    }
     let spec_bytes =
         serde_json::to_vec(&spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
-    let init = container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let timens_bytes = serde_json::to_vec(&crate::timens::read(init)?)
         .map_err(|e| RuntimeError::io(crate::timens::TIMENS_DUMP, e.into()))?;
 

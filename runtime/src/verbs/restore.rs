@@ -308,6 +308,10 @@ fn rebuild(
     container
         .save()
         .map_err(|e| RuntimeError::lc("save state of", id, e))?;
+    if let Some((signal, _)) = crate::notify::notification(spec)? {
+        // Right after: the workload may reconnect or re-read its environment.
+        crate::notify::send(pid.as_raw(), signal)?;
+    }
     let path = container.root.join(crate::store::RECORDED_SPEC);
     let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
     std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
