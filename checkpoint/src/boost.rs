@@ -95,3 +95,17 @@ pub fn one_cpu(cpu: usize) -> libc::cpu_set_t {
         s
     }
 }
+
+/// Lets the calling thread run on every CPU again (a helper spawned by a
+/// pinned thread inherits its pin).
+pub fn unpin_current() {
+    // SAFETY: a full set for the calling thread.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        let n = libc::sysconf(libc::_SC_NPROCESSORS_CONF).clamp(1, 1024) as usize;
+        for c in 0..n {
+            libc::CPU_SET(c, &mut all);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+    }
+}

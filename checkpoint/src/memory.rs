@@ -20,6 +20,9 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAP: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
+/// Piece of a page run handed to one of the parallel restore writers.
+const PARALLEL_CHUNK: usize = 4 << 20;
+
 /// Pages read per process_vm_readv batch (and per write to the image).
 const BATCH: usize = 8 << 20;
 
@@ -636,6 +639,8 @@ pub fn restore_pages(
     file: &str,
 ) -> Result<()> {
     let ps = crate::page_size();
+    // (address, bytes) per run, checked against the file first.
+    let mut work: Vec<(u64, &[u8])> = Vec::with_capacity(img.runs.len());
     for r in &img.runs {
         let len = r.pages * ps;
         let data = pages
@@ -646,12 +651,48 @@ pub fn restore_pages(
                     format!("page run at {:#x} lies beyond the file", r.addr),
                 )
             })?;
-        let done = ptrace::vm_writev(pid, r.addr, data);
-        if done < data.len() {
-            mem.write(r.addr + done as u64, &data[done..])?;
+        // Large runs in pieces, so that two writers can share them.
+        for (i, chunk) in data.chunks(PARALLEL_CHUNK).enumerate() {
+            work.push((r.addr + (i * PARALLEL_CHUNK) as u64, chunk));
         }
     }
-    Ok(())
+    let write = |items: &[(u64, &[u8])]| -> Result<()> {
+        for &(addr, data) in items {
+            let done = ptrace::vm_writev(pid, addr, data);
+            if done < data.len() {
+                mem.write(addr + done as u64, &data[done..])?;
+            }
+        }
+        Ok(())
+    };
+    let total: usize = work.iter().map(|w| w.1.len()).sum();
+    if total < 2 * PARALLEL_CHUNK {
+        return write(&work);
+    }
+    // First touch of the target's pages is the cost (page faults): two
+    // writers fault in parallel. The helper may run on any CPU (the caller
+    // is pinned for injection).
+    let mid = {
+        let mut acc = 0usize;
+        work.iter()
+            .position(|w| {
+                acc += w.1.len();
+                acc >= total / 2
+            })
+            .map_or(work.len(), |i| i + 1)
+    };
+    let (a, b) = work.split_at(mid);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| {
+            crate::boost::unpin_current();
+            write(b)
+        });
+        let mine = write(a);
+        let theirs = helper
+            .join()
+            .unwrap_or_else(|_| Err(Error::restore(0, "page writer thread panicked")));
+        mine.and(theirs)
+    })
 }
 
 /// `struct prctl_mm_map`.
