@@ -33,7 +33,7 @@ impl Frozen {
             procs: Vec::new(),
             released: false,
         };
-        for &pid in pids {
+        for &pid in &leaders_only(pids)? {
             refuse_zombie(pid)?;
             frozen.procs.push(FrozenProcess {
                 pid,
@@ -95,7 +95,7 @@ impl Frozen {
             released: false,
         };
         let thaw = CgroupFreezer::freeze(cgroup)?;
-        for &pid in pids {
+        for &pid in &leaders_only(pids)? {
             refuse_zombie(pid)?;
             let mut tids = Vec::new();
             for tid in proc::tasks(pid)? {
@@ -209,6 +209,28 @@ impl Drop for Frozen {
             }
         }
     }
+}
+
+/// The processes among `ids`: a caller may pass thread ids too (e.g. from
+/// cgroup.threads); those are covered by their thread group. Order kept.
+fn leaders_only(ids: &[i32]) -> Result<Vec<i32>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let tgid = proc::Status::of_pid(id)?
+            .ints("Tgid")?
+            .first()
+            .copied()
+            .unwrap_or(0) as i32;
+        if tgid == id && !out.contains(&id) {
+            out.push(id);
+        } else if tgid != id && !ids.contains(&tgid) {
+            return Err(Error::Unsupported {
+                pid: id,
+                what: format!("a thread (of process {tgid}) without its process"),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn refuse_zombie(pid: i32) -> Result<()> {

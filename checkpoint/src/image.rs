@@ -308,6 +308,32 @@ impl ImageReader {
     }
 }
 
+/// CRC-32 of large buffers in two halves on two threads (for a mapped pages
+/// file this also faults the mapping in from both), combined.
+fn crc_parallel(bytes: &[u8]) -> u32 {
+    if bytes.len() < (64 << 20) {
+        return crc32fast::hash(bytes);
+    }
+    let (a, b) = bytes.split_at(bytes.len() / 2);
+    std::thread::scope(|s| {
+        let hb = s.spawn(|| {
+            crate::boost::unpin_current();
+            let mut h = crc32fast::Hasher::new();
+            h.update(b);
+            h
+        });
+        let mut ha = crc32fast::Hasher::new();
+        ha.update(a);
+        match hb.join() {
+            Ok(hb) => {
+                ha.combine(&hb);
+                ha.finalize()
+            }
+            Err(_) => crc32fast::hash(bytes),
+        }
+    })
+}
+
 fn check_sum(path: &Path, bytes: &[u8], fref: &FileRef) -> Result<()> {
     if bytes.len() as u64 != fref.len {
         return Err(Error::image(
@@ -319,7 +345,7 @@ fn check_sum(path: &Path, bytes: &[u8], fref: &FileRef) -> Result<()> {
             ),
         ));
     }
-    let crc = crc32fast::hash(bytes);
+    let crc = crc_parallel(bytes);
     if crc != fref.crc32 {
         return Err(Error::image(
             path,
@@ -350,7 +376,7 @@ impl Pages {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE,
                 f.as_raw_fd(),
                 0,
             )
@@ -371,6 +397,11 @@ impl Pages {
         }
     }
 }
+
+// SAFETY: a mapping owned by one Pages value, only ever read; moving it to
+// another thread (e.g. to unmap it there) or reading it from several is fine.
+unsafe impl Send for Pages {}
+unsafe impl Sync for Pages {}
 
 impl Drop for Pages {
     fn drop(&mut self) {

@@ -107,6 +107,10 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
         opts.inherit_stdio,
         &mut attached,
     );
+    // Unmapping a large page-file mapping takes a while (page tables): do it
+    // off the caller's path, the restored processes already run.
+    let pages: Vec<Pages> = loaded.into_iter().map(|l| l.pages).collect();
+    std::thread::spawn(move || drop(pages));
     match result {
         Ok(mut stats) => {
             stats.verify_us = verify_us;
