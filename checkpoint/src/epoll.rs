@@ -71,3 +71,53 @@ pub fn add_targets(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interest_list_from_fdinfo() {
+        let info = crate::proc::Status {
+            path: "fdinfo".into(),
+            fields: vec![
+                ("pos".into(), "0".into()),
+                (
+                    "tfd".into(),
+                    "3 events: 80000019 data:                3  pos:0 ino:40e sdev:10".into(),
+                ),
+                (
+                    "tfd".into(),
+                    "12 events:       19 data:     e100  pos:0 ino:40e sdev:10".into(),
+                ),
+            ],
+        };
+        let meta = std::fs::metadata("/").unwrap();
+        let c = FdCtx {
+            pid: 1,
+            fd: 6,
+            link: "anon_inode:[eventpoll]",
+            meta: &meta,
+            pos: 0,
+            info: &info,
+        };
+        let FdKind::Epoll(e) = dump_fd(&c, &mut FilesImage::default()).unwrap() else {
+            panic!("not epoll")
+        };
+        assert_eq!(
+            e.targets,
+            vec![
+                EpollTarget {
+                    fd: 3,
+                    events: 0x8000_0019,
+                    data: 3
+                },
+                EpollTarget {
+                    fd: 12,
+                    events: 0x19,
+                    data: 0xe100
+                },
+            ]
+        );
+    }
+}

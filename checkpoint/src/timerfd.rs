@@ -85,3 +85,45 @@ pub fn restore(inj: &mut Injector, scratch: &Scratch, img: &TimerFdImage) -> Res
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timerfd_from_fdinfo() {
+        let f = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let info = crate::proc::Status {
+            path: "fdinfo".into(),
+            fields: vec![
+                f("clockid", "1"),
+                f("ticks", "2"),
+                f("settime flags", "01"),
+                f("it_value", "(4, 999436411)"),
+                f("it_interval", "(0, 10000000)"),
+            ],
+        };
+        let meta = std::fs::metadata("/").unwrap();
+        let c = FdCtx {
+            pid: 1,
+            fd: 4,
+            link: "anon_inode:[timerfd]",
+            meta: &meta,
+            pos: 0,
+            info: &info,
+        };
+        let FdKind::TimerFd(t) = dump_fd(&c, &mut FilesImage::default()).unwrap() else {
+            panic!("not timerfd")
+        };
+        assert_eq!(
+            t,
+            TimerFdImage {
+                clockid: 1,
+                ticks: 2,
+                settime_flags: 1,
+                value: (4, 999_436_411),
+                interval: (0, 10_000_000),
+            }
+        );
+    }
+}
