@@ -1,6 +1,7 @@
 //! godwit's runtime library: the runc-compatible verbs on youki's libcontainer,
 //! used by the `godwit` binary and, in-process, by the containerd shim.
 
+pub mod archive;
 pub mod bundle;
 pub mod cli;
 pub mod console;

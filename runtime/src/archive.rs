@@ -1,0 +1,1512 @@
+//! The self-contained checkpoint archive of `checkpoint --export FILE` and
+//! `restore --import FILE` (layout in ../shared/design/CHECKPOINT.md): one tar,
+//! optionally zstd-compressed, holding
+//!
+//! ```text
+//! config.dump       godwit's record (ArchiveConfig) plus the list of every other entry and its size
+//! spec.dump         the OCI config.json the container ran with
+//! deleted.files     JSON list of rootfs paths the container deleted
+//! stats-dump        JSON timings of the dump
+//! checkpoint/       the image directory, every file of it
+//! rootfs-diff.tar   files the container changed or created in its rootfs (optional)
+//! ```
+//!
+//! An archive comes from another host, so `import` trusts nothing in it: it reads
+//! the whole archive once to check every header (and, when compressed, every
+//! byte) before it creates the destination, then reads it again to extract,
+//! refusing any entry that differs from what the first pass checked.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+/// Archive format. A reader refuses another major version; a newer minor only
+/// adds fields an older reader may ignore.
+pub const FORMAT_MAJOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 0;
+
+pub const IMAGE_DIR: &str = "checkpoint";
+pub const SPEC_DUMP: &str = "spec.dump";
+pub const CONFIG_DUMP: &str = "config.dump";
+pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
+pub const DELETED_FILES: &str = "deleted.files";
+pub const STATS_DUMP: &str = "stats-dump";
+
+/// The top-level regular files an archive may hold (besides `checkpoint/`).
+const TOP_FILES: [&str; 5] = [
+    SPEC_DUMP,
+    CONFIG_DUMP,
+    ROOTFS_DIFF,
+    DELETED_FILES,
+    STATS_DUMP,
+];
+const KNOWN_NAMES: &str =
+    "checkpoint/, spec.dump, config.dump, rootfs-diff.tar, deleted.files, stats-dump";
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const BLOCK: u64 = 512;
+const IO_BUF: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {what}")]
+    Io {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot export to {archive}: {reason}")]
+    Export { archive: PathBuf, reason: String },
+    #[error("{archive} is not a godwit checkpoint archive: {reason}; give the file `godwit checkpoint --export` wrote (a .tar or .tar.zst)")]
+    NotAnArchive { archive: PathBuf, reason: String },
+    #[error("{archive}: entry {entry}: {reason}; the archive is truncated or corrupt: copy it again from the source host (or export it again)")]
+    Corrupt {
+        archive: PathBuf,
+        entry: String,
+        reason: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+    #[error("{archive}: entry {entry:?} refused: {reason}; godwit never writes such an entry, so the archive was altered or not made by `godwit checkpoint --export`; nothing was extracted")]
+    UnsafeEntry {
+        archive: PathBuf,
+        entry: String,
+        reason: String,
+    },
+    #[error("{archive}: entry {entry}: {what} is {size} bytes, over the import limit of {limit} bytes; nothing was extracted (raise the limit only for an archive you trust)")]
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{archive}: more than {limit} entries, over the import limit; nothing was extracted (raise the limit only for an archive you trust)")]
+    TooManyEntries { archive: PathBuf, limit: usize },
+    #[error("{archive}: config.dump: archive format {found_major}.{found_minor} (written by godwit {writer}) is not supported: this godwit ({ours}) reads format {supported_major}.x (up to {supported_major}.{supported_minor}); import it with a godwit release that supports format {found_major}")]
+    UnsupportedFormat {
+        archive: PathBuf,
+        found_major: u64,
+        found_minor: u64,
+        supported_major: u32,
+        supported_minor: u32,
+        writer: String,
+        ours: &'static str,
+    },
+    #[error("{archive}: config.dump: the checkpoint was taken on architecture {found} but this host is {host}; a process image restores only on the architecture it was dumped on: import it on a {found} host")]
+    ForeignArch {
+        archive: PathBuf,
+        found: String,
+        host: &'static str,
+    },
+    #[error("{archive}: {entry}: {field}: {reason}; the archive was altered or written by an incompatible godwit")]
+    InvalidMetadata {
+        archive: PathBuf,
+        entry: &'static str,
+        field: String,
+        reason: String,
+    },
+    #[error("{archive}: {entry} is missing ({what}); the archive is incomplete: export it again")]
+    Missing {
+        archive: PathBuf,
+        entry: &'static str,
+        what: &'static str,
+    },
+    #[error("import destination {path}: {reason}")]
+    Destination { path: PathBuf, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, ArchiveError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// godwit's own record of the checkpoint, `config.dump` in the archive.
+/// `export` writes it as given (plus the entry list); `new` fills in what this
+/// host knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveConfig {
+    /// Format of the archive (not of the image inside, see `image_format`).
+    pub format: FormatVersion,
+    /// Container id on the source host.
+    pub id: String,
+    /// Architecture of the source host, as `std::env::consts::ARCH` names it.
+    pub arch: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// When the container was created on the source host.
+    #[serde(default)]
+    pub created: Option<DateTime<Utc>>,
+    /// When the checkpoint was taken.
+    #[serde(default)]
+    pub checkpointed: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub source_host: String,
+    #[serde(default)]
+    pub godwit_version: String,
+    #[serde(default)]
+    pub kernel_release: String,
+    /// Format of the image in `checkpoint/`, which the dumper checks itself.
+    #[serde(default)]
+    pub image_format: Option<FormatVersion>,
+}
+
+impl ArchiveConfig {
+    /// A record for container `id` checkpointed now on this host.
+    pub fn new(id: &str) -> Self {
+        ArchiveConfig {
+            format: FormatVersion {
+                major: FORMAT_MAJOR,
+                minor: FORMAT_MINOR,
+            },
+            id: id.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            annotations: BTreeMap::new(),
+            created: None,
+            checkpointed: Some(Utc::now()),
+            source_host: proc_string("/proc/sys/kernel/hostname"),
+            godwit_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: proc_string("/proc/sys/kernel/osrelease"),
+            image_format: Some(FormatVersion {
+                major: godwit_checkpoint::image::FORMAT_MAJOR,
+                minor: godwit_checkpoint::image::FORMAT_MINOR,
+            }),
+        }
+    }
+}
+
+/// Informational only: an unreadable /proc file leaves the field empty.
+fn proc_string(path: &str) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What `export` puts into an archive.
+#[derive(Clone, Debug)]
+pub struct ArchiveContents {
+    /// The image directory; every regular file and directory under it goes in.
+    pub image_dir: PathBuf,
+    /// The OCI spec the container ran with (JSON).
+    pub spec_dump: Vec<u8>,
+    pub config: ArchiveConfig,
+    /// A tar of the rootfs changes, already built.
+    pub rootfs_diff: Option<PathBuf>,
+    /// Rootfs paths the container deleted.
+    pub deleted_files: Vec<String>,
+    pub stats: serde_json::Value,
+}
+
+/// Bounds on what `import` accepts.
+#[derive(Clone, Debug)]
+pub struct ImportLimits {
+    /// Largest single entry (an image's page file can be as large as the
+    /// container's memory).
+    pub max_entry_size: u64,
+    /// All entries together.
+    pub max_total_size: u64,
+    pub max_entries: usize,
+    /// Largest config.dump, spec.dump, deleted.files or stats-dump: these are
+    /// read into memory.
+    pub max_metadata_size: u64,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        ImportLimits {
+            max_entry_size: 256 << 30,
+            max_total_size: 1 << 40,
+            max_entries: 1 << 16,
+            max_metadata_size: 64 << 20,
+        }
+    }
+}
+
+/// An imported archive, extracted under `dir`.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub dir: PathBuf,
+    /// `dir/checkpoint`, the image directory.
+    pub image_dir: PathBuf,
+    /// `dir/spec.dump`.
+    pub spec_dump: PathBuf,
+    /// `dir/rootfs-diff.tar`, when the archive has one.
+    pub rootfs_diff: Option<PathBuf>,
+    pub config: ArchiveConfig,
+    /// Checked to hold no `..` and no NUL; still resolve them inside the rootfs
+    /// without following symlinks.
+    pub deleted_files: Vec<String>,
+    pub stats: serde_json::Value,
+    pub compressed: bool,
+}
+
+/// One entry of `config.dump`'s list: every entry of the archive but
+/// config.dump itself, so that an archive cut short between two entries, or
+/// with an entry added or changed, is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ListedEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: Kind,
+    size: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    File,
+    Dir,
+}
+
+/// The name ends in `.zst` (`.tar.zst`): zstd-compressed.
+fn wants_zstd(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "zst")
+}
+
+fn io_err(path: &Path, what: impl Into<String>) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_path_buf();
+    let what = what.into();
+    move |source| ArchiveError::Io { path, what, source }
+}
+
+// ---------------------------------------------------------------------------
+// Export
+
+enum Source {
+    Bytes(Vec<u8>),
+    File(PathBuf, u64),
+    Dir,
+}
+
+struct Planned {
+    name: String,
+    source: Source,
+}
+
+/// Writes the archive to `file`: a plain tar, or zstd-compressed when the name
+/// ends in `.zst`. It is written to a temp file next to `file` (0600), synced,
+/// and renamed over `file` only when complete, so `file` is never half-written.
+pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
+    let fail = |reason: String| ArchiveError::Export {
+        archive: file.to_path_buf(),
+        reason,
+    };
+    // What import refuses, export refuses to write.
+    match serde_json::from_slice::<serde_json::Value>(&contents.spec_dump) {
+        Ok(v) if v.is_object() => {}
+        Ok(_) => return Err(fail("the spec (spec.dump) is not a JSON object".into())),
+        Err(e) => return Err(fail(format!("the spec (spec.dump) is not JSON: {e}"))),
+    }
+    for (i, p) in contents.deleted_files.iter().enumerate() {
+        if let Err(reason) = check_deleted_path(p) {
+            return Err(fail(format!("deleted file [{i}] {p:?}: {reason}")));
+        }
+    }
+    let name = file
+        .file_name()
+        .ok_or_else(|| fail("the path names no file".into()))?;
+    if file.is_dir() {
+        return Err(fail("it is a directory; give a file name".into()));
+    }
+
+    // Everything but config.dump, with sizes, so config.dump (first in the
+    // archive, read first on import) can list them.
+    let mut plan = vec![
+        Planned {
+            name: SPEC_DUMP.into(),
+            source: Source::Bytes(contents.spec_dump.clone()),
+        },
+        Planned {
+            name: DELETED_FILES.into(),
+            source: Source::Bytes(json_bytes(&contents.deleted_files)),
+        },
+        Planned {
+            name: STATS_DUMP.into(),
+            source: Source::Bytes(json_bytes(&contents.stats)),
+        },
+        Planned {
+            name: IMAGE_DIR.into(),
+            source: Source::Dir,
+        },
+    ];
+    let image_meta = fs::metadata(&contents.image_dir)
+        .map_err(io_err(&contents.image_dir, "reading the image directory"))?;
+    if !image_meta.is_dir() {
+        return Err(fail(format!(
+            "image directory {} is not a directory",
+            contents.image_dir.display()
+        )));
+    }
+    plan_dir(&contents.image_dir, IMAGE_DIR, &mut plan, file)?;
+    if let Some(diff) = &contents.rootfs_diff {
+        let meta = fs::metadata(diff).map_err(io_err(diff, "reading the rootfs diff"))?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "rootfs diff {} is not a regular file",
+                diff.display()
+            )));
+        }
+        plan.push(Planned {
+            name: ROOTFS_DIFF.into(),
+            source: Source::File(diff.clone(), meta.len()),
+        });
+    }
+    let listed: Vec<ListedEntry> = plan
+        .iter()
+        .map(|p| ListedEntry {
+            path: p.name.clone(),
+            kind: match p.source {
+                Source::Dir => Kind::Dir,
+                _ => Kind::File,
+            },
+            size: match &p.source {
+                Source::Bytes(b) => b.len() as u64,
+                Source::File(_, len) => *len,
+                Source::Dir => 0,
+            },
+        })
+        .collect();
+    let mut config = serde_json::to_value(&contents.config)
+        .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?;
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert(
+            "entries".into(),
+            serde_json::to_value(&listed)
+                .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?,
+        );
+    }
+    plan.insert(
+        0,
+        Planned {
+            name: CONFIG_DUMP.into(),
+            source: Source::Bytes(json_bytes(&config)),
+        },
+    );
+
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let nanos = Utc::now().timestamp_subsec_nanos();
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        nanos
+    ));
+    let out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io_err(&tmp, "creating the temporary archive"))?;
+    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let out = BufWriter::with_capacity(IO_BUF, out);
+    let out = if wants_zstd(file) {
+        let mut enc = zstd::Encoder::new(out, 3).map_err(io_err(&tmp, "starting zstd"))?;
+        // The frame's checksum lets import tell a damaged archive from a valid one.
+        enc.include_checksum(true)
+            .map_err(io_err(&tmp, "starting zstd"))?;
+        let mut builder = tar::Builder::new(enc);
+        write_plan(&mut builder, &plan, &tmp)?;
+        let enc = builder
+            .into_inner()
+            .map_err(io_err(&tmp, "finishing the tar stream"))?;
+        enc.finish()
+            .map_err(io_err(&tmp, "finishing the zstd stream"))?
+    } else {
+        let mut builder = tar::Builder::new(out);
+        write_plan(&mut builder, &plan, &tmp)?;
+        builder
+            .into_inner()
+            .map_err(io_err(&tmp, "finishing the tar stream"))?
+    };
+    let out = out
+        .into_inner()
+        .map_err(|e| io_err(&tmp, "writing the archive")(e.into_error()))?;
+    // Durable before it gets its name: a crash leaves the old file or the new
+    // one, never a torn archive under `file`.
+    out.sync_all()
+        .map_err(io_err(&tmp, "syncing the archive"))?;
+    drop(out);
+    fs::rename(&tmp, file).map_err(io_err(file, format!("renaming {} to it", tmp.display())))?;
+    guard.disarm();
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir, "syncing the directory of the archive"))?;
+    Ok(())
+}
+
+fn json_bytes<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    // Serializing plain data (strings, maps, numbers) into memory cannot fail.
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+/// Adds the files and directories under `dir` (sorted, so archives are
+/// reproducible) as `prefix/...`.
+fn plan_dir(dir: &Path, prefix: &str, plan: &mut Vec<Planned>, archive: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    for ent in fs::read_dir(dir).map_err(io_err(dir, "reading the image directory"))? {
+        let ent = ent.map_err(io_err(dir, "reading the image directory"))?;
+        names.push(ent.file_name());
+    }
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let Some(name) = name.to_str() else {
+            return Err(ArchiveError::Export {
+                archive: archive.to_path_buf(),
+                reason: format!("{}: the name is not UTF-8", path.display()),
+            });
+        };
+        let entry = format!("{prefix}/{name}");
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path, "reading"))?;
+        if meta.is_file() {
+            plan.push(Planned {
+                name: entry,
+                source: Source::File(path, meta.len()),
+            });
+        } else if meta.is_dir() {
+            plan.push(Planned {
+                name: entry.clone(),
+                source: Source::Dir,
+            });
+            plan_dir(&path, &entry, plan, archive)?;
+        } else {
+            return Err(ArchiveError::Export {
+                archive: archive.to_path_buf(),
+                reason: format!(
+                    "{} is not a regular file or directory; an image holds nothing else",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_plan<W: Write>(builder: &mut tar::Builder<W>, plan: &[Planned], tmp: &Path) -> Result<()> {
+    let mtime = Utc::now().timestamp().max(0) as u64;
+    for p in plan {
+        let mut header = tar::Header::new_gnu();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(mtime);
+        let what = || format!("writing entry {}", p.name);
+        match &p.source {
+            Source::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o700);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, &p.name, io::empty())
+                    .map_err(io_err(tmp, what()))?;
+            }
+            Source::Bytes(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o600);
+                header.set_size(bytes.len() as u64);
+                builder
+                    .append_data(&mut header, &p.name, bytes.as_slice())
+                    .map_err(io_err(tmp, what()))?;
+            }
+            Source::File(path, len) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o600);
+                header.set_size(*len);
+                let f = File::open(path).map_err(io_err(path, "opening for the archive"))?;
+                // Streamed: page files can be many GiB. Exactly `len` bytes, the
+                // size already in the header and in config.dump's list.
+                let reader = ExactReader {
+                    inner: BufReader::with_capacity(IO_BUF, f).take(*len),
+                    remaining: *len,
+                };
+                builder
+                    .append_data(&mut header, &p.name, reader)
+                    .map_err(io_err(
+                        tmp,
+                        format!("writing entry {} from {}", p.name, path.display()),
+                    ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Yields exactly `remaining` bytes or fails: a file that shrank while being
+/// archived must not leave a tar whose data disagrees with its header.
+struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being archived",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Import
+
+/// An entry as the first pass checked it; the second pass must see the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Checked {
+    path: String,
+    kind: Kind,
+    size: u64,
+}
+
+struct Validated {
+    entries: Vec<Checked>,
+    config: ArchiveConfig,
+    deleted_files: Vec<String>,
+    stats: serde_json::Value,
+    has_rootfs_diff: bool,
+}
+
+/// Checks the whole archive `file`, then extracts it into `dest` (absent, or
+/// an empty directory), directories 0700 and files 0600. Nothing is created
+/// unless every entry passed; an extraction that fails midway removes what
+/// it wrote.
+pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Imported> {
+    let archive = File::open(file).map_err(io_err(file, "opening the archive"))?;
+    let meta = archive
+        .metadata()
+        .map_err(io_err(file, "reading the archive"))?;
+    if !meta.is_file() {
+        return Err(not_archive(file, "it is not a regular file"));
+    }
+    let len = meta.len();
+    let compressed = sniff(&archive, file, len)?;
+    let dest_exists = check_dest(dest)?;
+    let validated = validate(&archive, file, len, compressed, limits)?;
+
+    if !dest_exists {
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .map_err(io_err(parent, "creating the import directory's parent"))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dest)
+            .map_err(io_err(dest, "creating the import directory"))?;
+    }
+    let result = fs::set_permissions(dest, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(dest, "setting the import directory's mode"))
+        .and_then(|()| extract(&archive, file, compressed, dest, &validated.entries));
+    if let Err(e) = result {
+        // Leave nothing half-extracted behind.
+        if dest_exists {
+            remove_contents(dest);
+        } else {
+            let _ = fs::remove_dir_all(dest);
+        }
+        return Err(e);
+    }
+    Ok(Imported {
+        dir: dest.to_path_buf(),
+        image_dir: dest.join(IMAGE_DIR),
+        spec_dump: dest.join(SPEC_DUMP),
+        rootfs_diff: validated.has_rootfs_diff.then(|| dest.join(ROOTFS_DIFF)),
+        config: validated.config,
+        deleted_files: validated.deleted_files,
+        stats: validated.stats,
+        compressed,
+    })
+}
+
+fn not_archive(file: &Path, reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::NotAnArchive {
+        archive: file.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Compression by the file's first bytes, never its name: true for zstd,
+/// false for a plain tar (whose first header must have a valid checksum).
+fn sniff(archive: &File, file: &Path, len: u64) -> Result<bool> {
+    if len == 0 {
+        return Err(not_archive(file, "the file is empty"));
+    }
+    let mut head = [0u8; BLOCK as usize];
+    let n = read_at_most(archive, &mut head).map_err(io_err(file, "reading the archive"))?;
+    let head = &head[..n];
+    if head.starts_with(&ZSTD_MAGIC) {
+        return Ok(true);
+    }
+    let other = if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else {
+        None
+    };
+    if let Some(kind) = other {
+        return Err(not_archive(
+            file,
+            format!("it is {kind}-compressed, and godwit archives are plain tar or zstd (.tar.zst); decompress it first"),
+        ));
+    }
+    if n < BLOCK as usize || !tar_checksum_ok(head) {
+        return Err(not_archive(
+            file,
+            "it starts with neither a tar header nor the zstd magic (corrupt, or another kind of file)",
+        ));
+    }
+    if !len.is_multiple_of(BLOCK) {
+        return Err(ArchiveError::Corrupt {
+            archive: file.to_path_buf(),
+            entry: "(end of file)".into(),
+            reason: format!(
+                "the file is {len} bytes, not a whole number of 512-byte tar blocks: it was cut short"
+            ),
+            source: None,
+        });
+    }
+    Ok(false)
+}
+
+fn read_at_most(f: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The tar header checksum: the sum of the header's bytes with the checksum
+/// field itself counted as spaces.
+fn tar_checksum_ok(block: &[u8]) -> bool {
+    if block.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    let Ok(stored) = u32::from_str_radix(text.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|b| *b as u32)
+        .sum::<u32>()
+        + 8 * 32;
+    sum == stored
+}
+
+/// Returns whether `dest` exists (then it is an empty directory).
+fn check_dest(dest: &Path) -> Result<bool> {
+    let bad = |reason: &str| ArchiveError::Destination {
+        path: dest.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    match fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_symlink() => Err(bad(
+            "is a symbolic link; give a real directory (absent or empty)",
+        )),
+        Ok(m) if !m.is_dir() => Err(bad(
+            "exists and is not a directory; give an absent or empty directory",
+        )),
+        Ok(_) => {
+            let mut it =
+                fs::read_dir(dest).map_err(io_err(dest, "reading the import directory"))?;
+            if it.next().is_some() {
+                return Err(bad(
+                    "is not empty; import into an absent or empty directory",
+                ));
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(dest, "checking the import directory")(e)),
+    }
+}
+
+fn remove_contents(dir: &Path) {
+    if let Ok(it) = fs::read_dir(dir) {
+        for ent in it.flatten() {
+            let p = ent.path();
+            // file_type does not follow symlinks; import never creates one anyway.
+            match ent.file_type() {
+                Ok(t) if t.is_dir() => {
+                    let _ = fs::remove_dir_all(&p);
+                }
+                _ => {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// The entry's path, normalized without a trailing slash, or why it is refused.
+fn entry_path(raw: &[u8]) -> std::result::Result<String, String> {
+    let s = std::str::from_utf8(raw).map_err(|_| "its name is not UTF-8".to_string())?;
+    if s.starts_with('/') {
+        return Err("it is an absolute path".into());
+    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    if trimmed.is_empty() {
+        return Err("its name is empty".into());
+    }
+    for c in trimmed.split('/') {
+        match c {
+            "" => return Err("its name has an empty component (`//`)".into()),
+            "." => return Err("its name has a `.` component".into()),
+            ".." => {
+                return Err(
+                    "its name has a `..` component, which would leave the target directory".into(),
+                )
+            }
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A path of deleted.files: relative to the rootfs (a leading `/` allowed),
+/// never leaving it.
+fn check_deleted_path(p: &str) -> std::result::Result<(), &'static str> {
+    if p.trim_matches('/').is_empty() {
+        return Err("empty path, or the rootfs itself");
+    }
+    if p.contains('\0') {
+        return Err("NUL in the path");
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err("a `..` component would leave the rootfs");
+    }
+    Ok(())
+}
+
+/// What each pass does with one entry. `raw` is the entry's name as stored,
+/// `name` the same for messages.
+trait Visitor {
+    fn visit<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        name: &str,
+    ) -> Result<()>;
+}
+
+/// Reads `archive` from its start and hands every entry to `v`. A plain tar
+/// is read with seeks (data a visitor does not read is skipped); a zstd one is
+/// decoded to its very end, so the frame checksum is verified.
+fn each_entry<V: Visitor>(archive: &File, file: &Path, compressed: bool, v: &mut V) -> Result<()> {
+    let mut handle = archive;
+    handle
+        .seek(SeekFrom::Start(0))
+        .map_err(io_err(file, "reading the archive"))?;
+    if compressed {
+        let dec = zstd::Decoder::new(handle).map_err(io_err(file, "starting zstd"))?;
+        let mut ar = tar::Archive::new(dec);
+        let entries = ar.entries().map_err(io_err(file, "reading the archive"))?;
+        visit_all(entries, file, v)?;
+        let mut rest = ar.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| ArchiveError::Corrupt {
+            archive: file.to_path_buf(),
+            entry: "(after the last entry)".into(),
+            reason: "the zstd stream is damaged or cut short".into(),
+            source: Some(e),
+        })?;
+    } else {
+        let mut ar = tar::Archive::new(BufReader::with_capacity(IO_BUF, handle));
+        let entries = ar
+            .entries_with_seek()
+            .map_err(io_err(file, "reading the archive"))?;
+        visit_all(entries, file, v)?;
+    }
+    Ok(())
+}
+
+fn visit_all<R: Read, V: Visitor>(
+    entries: tar::Entries<'_, R>,
+    file: &Path,
+    v: &mut V,
+) -> Result<()> {
+    let mut last: Option<String> = None;
+    for res in entries {
+        let mut entry = res.map_err(|e| match &last {
+            None => ArchiveError::NotAnArchive {
+                archive: file.to_path_buf(),
+                reason: format!("its first tar header cannot be read ({e})"),
+            },
+            Some(prev) => ArchiveError::Corrupt {
+                archive: file.to_path_buf(),
+                entry: format!("after {prev}"),
+                reason: "the next tar header cannot be read".into(),
+                source: Some(e),
+            },
+        })?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        v.visit(&mut entry, &raw, &name)?;
+        last = Some(name);
+    }
+    Ok(())
+}
+
+fn entry_kind<R: Read>(entry: &tar::Entry<'_, R>) -> std::result::Result<Kind, String> {
+    use tar::EntryType as T;
+    let link = || {
+        entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default()
+    };
+    let what = match entry.header().entry_type() {
+        T::Regular => return Ok(Kind::File),
+        T::Directory => return Ok(Kind::Dir),
+        T::Symlink => format!("a symbolic link (to {:?})", link()),
+        T::Link => format!("a hard link (to {:?})", link()),
+        T::Char | T::Block => "a device node".into(),
+        T::Fifo => "a fifo".into(),
+        T::GNUSparse => "a sparse file".into(),
+        other => format!("of tar entry type {:?}", other.as_byte() as char),
+    };
+    Err(format!(
+        "it is {what}; an archive holds only regular files and directories"
+    ))
+}
+
+fn is_metadata(path: &str) -> bool {
+    matches!(path, CONFIG_DUMP | SPEC_DUMP | DELETED_FILES | STATS_DUMP)
+}
+
+/// Reads exactly `size` bytes of an entry, or says why not.
+fn read_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    size: u64,
+    file: &Path,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size.min(IO_BUF as u64) as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut buf)
+        .map_err(|e| corrupt_read(file, name, e))?;
+    if buf.len() as u64 != size {
+        return Err(short_entry(file, name, buf.len() as u64, size));
+    }
+    Ok(buf)
+}
+
+fn corrupt_read(file: &Path, name: &str, e: io::Error) -> ArchiveError {
+    ArchiveError::Corrupt {
+        archive: file.to_path_buf(),
+        entry: name.to_string(),
+        reason: "its data cannot be read".into(),
+        source: Some(e),
+    }
+}
+
+fn short_entry(file: &Path, name: &str, got: u64, size: u64) -> ArchiveError {
+    ArchiveError::Corrupt {
+        archive: file.to_path_buf(),
+        entry: name.to_string(),
+        reason: format!(
+            "the archive ends after {got} of the {size} bytes its header announces (truncated, or a lying header)"
+        ),
+        source: None,
+    }
+}
+
+/// The first pass: every check, nothing written.
+struct Validator<'a> {
+    file: &'a Path,
+    len: u64,
+    seekable: bool,
+    limits: &'a ImportLimits,
+    entries: Vec<Checked>,
+    seen: HashSet<String>,
+    files: HashSet<String>,
+    implied_dirs: HashSet<String>,
+    total: u64,
+    config: Option<(ArchiveConfig, Vec<ListedEntry>)>,
+    spec: bool,
+    deleted_files: Vec<String>,
+    stats: serde_json::Value,
+}
+
+impl Visitor for Validator<'_> {
+    fn visit<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        name: &str,
+    ) -> Result<()> {
+        let file = self.file;
+        let refuse = |reason: String| ArchiveError::UnsafeEntry {
+            archive: file.to_path_buf(),
+            entry: name.to_string(),
+            reason,
+        };
+        let kind = entry_kind(entry).map_err(refuse)?;
+        let path = entry_path(raw).map_err(refuse)?;
+
+        let (top, below) = match path.split_once('/') {
+            Some((top, _)) => (top, true),
+            None => (path.as_str(), false),
+        };
+        if top == IMAGE_DIR {
+            if !below && kind != Kind::Dir {
+                return Err(refuse(format!("{IMAGE_DIR} must be a directory")));
+            }
+        } else if TOP_FILES.contains(&top) {
+            if below || kind != Kind::File {
+                return Err(refuse(format!(
+                    "{top} must be a regular file at the top level"
+                )));
+            }
+        } else {
+            return Err(refuse(format!(
+                "unknown top-level name {top:?}; an archive holds only {KNOWN_NAMES}"
+            )));
+        }
+
+        // One entry per path, and no file where a directory is needed: else
+        // extraction would fail halfway or overwrite.
+        if !self.seen.insert(path.clone()) {
+            return Err(refuse("it appears twice in the archive".into()));
+        }
+        let ancestors: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+        if let Some(p) = ancestors.iter().find(|p| self.files.contains(**p)) {
+            return Err(refuse(format!("its parent {p} is a regular file")));
+        }
+        if kind == Kind::File && self.implied_dirs.contains(&path) {
+            return Err(refuse(
+                "it is a regular file, but other entries are inside it".into(),
+            ));
+        }
+        for p in ancestors {
+            self.implied_dirs.insert(p.to_string());
+        }
+        match kind {
+            Kind::File => self.files.insert(path.clone()),
+            Kind::Dir => self.implied_dirs.insert(path.clone()),
+        };
+
+        let size = entry.size();
+        if kind == Kind::Dir && size != 0 {
+            return Err(refuse(format!(
+                "it is a directory with {size} bytes of data"
+            )));
+        }
+        if self.entries.len() >= self.limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                archive: file.to_path_buf(),
+                limit: self.limits.max_entries,
+            });
+        }
+        let too_large = |what, size, limit| ArchiveError::TooLarge {
+            archive: file.to_path_buf(),
+            entry: name.to_string(),
+            what,
+            size,
+            limit,
+        };
+        if size > self.limits.max_entry_size {
+            return Err(too_large("its size", size, self.limits.max_entry_size));
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > self.limits.max_total_size {
+            return Err(too_large(
+                "the total of the entries up to it",
+                self.total,
+                self.limits.max_total_size,
+            ));
+        }
+        if self.seekable {
+            // Uncompressed: the data must lie within the file. (Seeking past
+            // the end would succeed and the archive would look merely short.)
+            let start = entry.raw_file_position();
+            if start.saturating_add(size) > self.len {
+                return Err(ArchiveError::Corrupt {
+                    archive: file.to_path_buf(),
+                    entry: name.to_string(),
+                    reason: format!(
+                        "its header announces {size} bytes of data but the file ends {} bytes after the header (truncated, or a lying header)",
+                        self.len.saturating_sub(start)
+                    ),
+                    source: None,
+                });
+            }
+        }
+
+        if kind == Kind::File && is_metadata(&path) {
+            if size > self.limits.max_metadata_size {
+                return Err(too_large("its size", size, self.limits.max_metadata_size));
+            }
+            let bytes = read_entry(entry, size, file, name)?;
+            self.metadata(&path, &bytes)?;
+        } else if kind == Kind::File && !self.seekable {
+            // Compressed: only decoding every byte shows the stream is whole.
+            let got = io::copy(&mut entry.take(size), &mut io::sink())
+                .map_err(|e| corrupt_read(file, name, e))?;
+            if got != size {
+                return Err(short_entry(file, name, got, size));
+            }
+        }
+        self.entries.push(Checked { path, kind, size });
+        Ok(())
+    }
+}
+
+impl Validator<'_> {
+    fn invalid(
+        &self,
+        entry: &'static str,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ArchiveError {
+        ArchiveError::InvalidMetadata {
+            archive: self.file.to_path_buf(),
+            entry,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn metadata(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        match path {
+            CONFIG_DUMP => self.config = Some(parse_config(self.file, bytes)?),
+            SPEC_DUMP => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(v) if v.is_object() => self.spec = true,
+                Ok(_) => return Err(self.invalid(SPEC_DUMP, "(document)", "not a JSON object")),
+                Err(e) => {
+                    return Err(self.invalid(SPEC_DUMP, "(document)", format!("not JSON: {e}")))
+                }
+            },
+            DELETED_FILES => {
+                let list: Vec<String> = serde_json::from_slice(bytes).map_err(|e| {
+                    self.invalid(
+                        DELETED_FILES,
+                        "(document)",
+                        format!("not a JSON list of strings: {e}"),
+                    )
+                })?;
+                for (i, p) in list.iter().enumerate() {
+                    check_deleted_path(p)
+                        .map_err(|r| self.invalid(DELETED_FILES, format!("[{i}] {p:?}"), r))?;
+                }
+                self.deleted_files = list;
+            }
+            STATS_DUMP => {
+                self.stats = serde_json::from_slice(bytes).map_err(|e| {
+                    self.invalid(STATS_DUMP, "(document)", format!("not JSON: {e}"))
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Checks after the last entry: what must be there, and config.dump's list
+    /// against what was found.
+    fn finish(self) -> Result<Validated> {
+        let file = self.file;
+        let Some((config, listed)) = self.config else {
+            return Err(ArchiveError::Missing {
+                archive: file.to_path_buf(),
+                entry: CONFIG_DUMP,
+                what: "godwit's record of the checkpoint",
+            });
+        };
+        let found: HashMap<&str, &Checked> =
+            self.entries.iter().map(|c| (c.path.as_str(), c)).collect();
+        let mut listed_paths = HashSet::new();
+        for l in &listed {
+            listed_paths.insert(l.path.as_str());
+            match found.get(l.path.as_str()) {
+                None => {
+                    return Err(ArchiveError::Corrupt {
+                        archive: file.to_path_buf(),
+                        entry: l.path.clone(),
+                        reason: "config.dump lists it but the archive does not hold it (cut short?)".into(),
+                        source: None,
+                    })
+                }
+                Some(c) if c.kind != l.kind || c.size != l.size => {
+                    return Err(ArchiveError::Corrupt {
+                        archive: file.to_path_buf(),
+                        entry: l.path.clone(),
+                        reason: format!(
+                            "config.dump lists it as a {:?} of {} bytes, the archive holds a {:?} of {} bytes",
+                            l.kind, l.size, c.kind, c.size
+                        ),
+                        source: None,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = self
+            .entries
+            .iter()
+            .find(|c| c.path != CONFIG_DUMP && !listed_paths.contains(c.path.as_str()))
+        {
+            return Err(ArchiveError::UnsafeEntry {
+                archive: file.to_path_buf(),
+                entry: extra.path.clone(),
+                reason: "config.dump does not list it (it was added after export)".into(),
+            });
+        }
+        if !self.spec {
+            return Err(ArchiveError::Missing {
+                archive: file.to_path_buf(),
+                entry: SPEC_DUMP,
+                what: "the container's OCI spec",
+            });
+        }
+        let image_prefix = format!("{IMAGE_DIR}/");
+        if !self
+            .entries
+            .iter()
+            .any(|c| c.kind == Kind::File && c.path.starts_with(&image_prefix))
+        {
+            return Err(ArchiveError::Missing {
+                archive: file.to_path_buf(),
+                entry: "checkpoint/",
+                what: "the process image",
+            });
+        }
+        let has_rootfs_diff = found.contains_key(ROOTFS_DIFF);
+        Ok(Validated {
+            entries: self.entries,
+            config,
+            deleted_files: self.deleted_files,
+            stats: self.stats,
+            has_rootfs_diff,
+        })
+    }
+}
+
+/// config.dump: the format version and the architecture first, so that a
+/// newer or foreign archive gets that error rather than a parse error.
+fn parse_config(file: &Path, bytes: &[u8]) -> Result<(ArchiveConfig, Vec<ListedEntry>)> {
+    let invalid = |field: &str, reason: String| ArchiveError::InvalidMetadata {
+        archive: file.to_path_buf(),
+        entry: CONFIG_DUMP,
+        field: field.to_string(),
+        reason,
+    };
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid("(document)", format!("not JSON: {e}")))?;
+    let major = v
+        .pointer("/format/major")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| invalid("format.major", "missing or not a number".into()))?;
+    let minor = v
+        .pointer("/format/minor")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if major != u64::from(FORMAT_MAJOR) {
+        return Err(ArchiveError::UnsupportedFormat {
+            archive: file.to_path_buf(),
+            found_major: major,
+            found_minor: minor,
+            supported_major: FORMAT_MAJOR,
+            supported_minor: FORMAT_MINOR,
+            writer: v
+                .get("godwit_version")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown")
+                .to_string(),
+            ours: env!("CARGO_PKG_VERSION"),
+        });
+    }
+    let arch = v
+        .get("arch")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| invalid("arch", "missing or not a string".into()))?;
+    if arch != std::env::consts::ARCH {
+        return Err(ArchiveError::ForeignArch {
+            archive: file.to_path_buf(),
+            found: arch.to_string(),
+            host: std::env::consts::ARCH,
+        });
+    }
+    let listed: Vec<ListedEntry> = match v.get("entries") {
+        Some(e) => serde_path_to_error::deserialize(e)
+            .map_err(|err| invalid(&format!("entries{}", err.path()), err.inner().to_string()))?,
+        None => return Err(invalid("entries", "missing".into())),
+    };
+    let config: ArchiveConfig = serde_path_to_error::deserialize(&v)
+        .map_err(|err| invalid(&err.path().to_string(), err.inner().to_string()))?;
+    Ok((config, listed))
+}
+
+fn validate(
+    archive: &File,
+    file: &Path,
+    len: u64,
+    compressed: bool,
+    limits: &ImportLimits,
+) -> Result<Validated> {
+    let mut v = Validator {
+        file,
+        len,
+        seekable: !compressed,
+        limits,
+        entries: Vec::new(),
+        seen: HashSet::new(),
+        files: HashSet::new(),
+        implied_dirs: HashSet::new(),
+        total: 0,
+        config: None,
+        spec: false,
+        deleted_files: Vec::new(),
+        stats: serde_json::Value::Null,
+    };
+    each_entry(archive, file, compressed, &mut v)?;
+    v.finish()
+}
+
+/// The second pass: writes each entry, which must be the one the first pass
+/// checked (the file could have been replaced in between).
+struct Extractor<'a> {
+    file: &'a Path,
+    dest: &'a Path,
+    root: OwnedFd,
+    expected: &'a [Checked],
+    index: usize,
+    buf: Vec<u8>,
+}
+
+impl Visitor for Extractor<'_> {
+    fn visit<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+        name: &str,
+    ) -> Result<()> {
+        let file = self.file;
+        let changed = || ArchiveError::Corrupt {
+            archive: file.to_path_buf(),
+            entry: name.to_string(),
+            reason: "the archive changed while being imported (it differs from the first read)"
+                .into(),
+            source: None,
+        };
+        let Some(expected) = self.expected.get(self.index) else {
+            return Err(changed());
+        };
+        let seen = Checked {
+            path: entry_path(raw).map_err(|_| changed())?,
+            kind: entry_kind(entry).map_err(|_| changed())?,
+            size: entry.size(),
+        };
+        if &seen != expected {
+            return Err(changed());
+        }
+        self.index += 1;
+        let target = self.dest.join(&seen.path);
+        let comps: Vec<&str> = seen.path.split('/').collect();
+        match seen.kind {
+            Kind::Dir => {
+                open_dirs(&self.root, &comps).map_err(io_err(&target, "creating the directory"))?;
+            }
+            Kind::File => {
+                let (leaf, parents) = comps.split_last().ok_or_else(changed)?;
+                let parent = open_dirs(&self.root, parents)
+                    .map_err(io_err(&target, "creating its directory"))?;
+                let fd = nix::fcntl::openat(
+                    Some(parent.as_raw_fd()),
+                    *leaf,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| io_err(&target, "creating the file")(e.into()))?;
+                // SAFETY: openat just returned this descriptor, owned by no one else.
+                let mut out = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                // Exactly 0600 whatever the umask.
+                out.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(&target, "setting the file's mode"))?;
+                let mut remaining = seen.size;
+                while remaining > 0 {
+                    let want = remaining.min(self.buf.len() as u64) as usize;
+                    let n = match entry.read(&mut self.buf[..want]) {
+                        Ok(0) => {
+                            return Err(short_entry(file, name, seen.size - remaining, seen.size))
+                        }
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(corrupt_read(file, name, e)),
+                    };
+                    out.write_all(&self.buf[..n])
+                        .map_err(io_err(&target, "writing the extracted file"))?;
+                    remaining -= n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens (creating, 0700) the directories `comps` below `root`, one at a time
+/// and never following a symlink.
+fn open_dirs(root: &OwnedFd, comps: &[&str]) -> io::Result<OwnedFd> {
+    let mut cur = root.try_clone()?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    for c in comps {
+        let fd = match nix::fcntl::openat(Some(cur.as_raw_fd()), *c, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => {
+                nix::sys::stat::mkdirat(
+                    Some(cur.as_raw_fd()),
+                    *c,
+                    Mode::from_bits_truncate(0o700),
+                )?;
+                nix::fcntl::openat(Some(cur.as_raw_fd()), *c, flags, Mode::empty())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // SAFETY: openat just returned this descriptor, owned by no one else.
+        cur = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Exactly 0700 whatever the umask.
+        nix::sys::stat::fchmod(cur.as_raw_fd(), Mode::from_bits_truncate(0o700))?;
+    }
+    Ok(cur)
+}
+
+fn extract(
+    archive: &File,
+    file: &Path,
+    compressed: bool,
+    dest: &Path,
+    expected: &[Checked],
+) -> Result<()> {
+    let root = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(dest, "opening the import directory")(e.into()))?;
+    let mut x = Extractor {
+        file,
+        dest,
+        // SAFETY: open just returned this descriptor, owned by no one else.
+        root: unsafe { OwnedFd::from_raw_fd(root) },
+        expected,
+        index: 0,
+        buf: vec![0; IO_BUF],
+    };
+    each_entry(archive, file, compressed, &mut x)?;
+    if x.index != expected.len() {
+        return Err(ArchiveError::Corrupt {
+            archive: file.to_path_buf(),
+            entry: "(end)".into(),
+            reason: "the archive changed while being imported (it has fewer entries than on the first read)".into(),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths() {
+        assert_eq!(entry_path(b"checkpoint/").unwrap(), "checkpoint");
+        assert_eq!(
+            entry_path(b"checkpoint/pages-1.img").unwrap(),
+            "checkpoint/pages-1.img"
+        );
+        assert!(entry_path(b"/etc/passwd").unwrap_err().contains("absolute"));
+        assert!(entry_path(b"checkpoint/../../x")
+            .unwrap_err()
+            .contains(".."));
+        assert!(entry_path(b"./spec.dump").is_err());
+        assert!(entry_path(b"checkpoint//x").is_err());
+        assert!(entry_path(b"").is_err());
+        assert!(entry_path(b"\xff").is_err());
+    }
+
+    #[test]
+    fn deleted_paths() {
+        assert!(check_deleted_path("/etc/motd").is_ok());
+        assert!(check_deleted_path("var/log/x").is_ok());
+        assert!(check_deleted_path("/../etc").is_err());
+        assert!(check_deleted_path("/").is_err());
+    }
+
+    #[test]
+    fn zstd_by_name() {
+        assert!(wants_zstd(Path::new("/a/b.tar.zst")));
+        assert!(wants_zstd(Path::new("b.zst")));
+        assert!(!wants_zstd(Path::new("b.tar")));
+        assert!(!wants_zstd(Path::new("zst")));
+    }
+
+    #[test]
+    fn tar_checksum() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("spec.dump").unwrap();
+        h.set_size(3);
+        h.set_cksum();
+        assert!(tar_checksum_ok(h.as_bytes()));
+        let mut bytes = *h.as_bytes();
+        bytes[0] ^= 1;
+        assert!(!tar_checksum_ok(&bytes));
+        assert!(!tar_checksum_ok(&[0u8; 512]));
+    }
+}
