@@ -473,30 +473,25 @@ fn restore_tree(
             attached.0.push(host);
             host_tids.push(host);
         }
+        // Seccomp now that every thread exists (TSYNC), suspended for our
+        // injections until detach; before creds, which may drop the
+        // privilege it needs.
+        if !l.img.seccomp.filters.is_empty() {
+            crate::seccomp::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.seccomp)?;
+        }
         stats
             .clamped_rlimits
             .extend(task::restore_rlimits(me.host_pid, &img.task)?);
         timers::restore_posix(&mut me.inj, &me.scratch, &img.timers.posix)?;
         threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
-        task::restore_creds(&mut me.inj, &me.scratch, img.pid, &img.task.creds)?;
+        task::restore_creds(&mut me.inj, &me.scratch, &img.task.creds)?;
         for (t, &host) in img.threads[1..].iter().zip(&host_tids) {
             let mut t_inj = Injector::new(host, gadget)?;
             threads::restore_in_thread(&mut t_inj, &me.scratch, img.pid, t)?;
-            task::restore_creds(&mut t_inj, &me.scratch, img.pid, &img.task.creds)?;
+            task::restore_creds(&mut t_inj, &me.scratch, &img.task.creds)?;
             t_inj.forget();
             threads::set_final_state(host, t)?;
         }
-    }
-    // Seccomp last, suspended for our injections until detach.
-    for &i in order {
-        let l = &loaded[i];
-        if l.img.seccomp.filters.is_empty() {
-            continue;
-        }
-        let me = live
-            .get_mut(&l.entry.pid)
-            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        crate::seccomp::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.seccomp)?;
     }
     // The gadget page unmaps itself: munmap runs from it with syscall stops,
     // and at the exit stop each leader gets its own registers.

@@ -175,29 +175,85 @@ pub fn restore_rlimits(host_pid: i32, img: &TaskImage) -> Result<Vec<Rlimit>> {
     Ok(clamped)
 }
 
-/// Credentials last (after everything that needs privilege): groups, gids,
-/// uids, then no_new_privs. Capabilities other than the full set are not
-/// restored yet and are refused.
-pub fn restore_creds(inj: &mut Injector, scratch: &Scratch, pid: i32, c: &Creds) -> Result<()> {
-    let root = c.uids.iter().all(|&u| u == 0) && c.gids.iter().all(|&g| g == 0);
-    if !root {
-        if c.cap_eff != 0 || c.cap_prm != 0 {
-            return Err(Error::restore(
-                pid,
-                "non-root credentials with capabilities (not supported yet)",
-            ));
+/// Credentials last (after everything that needs privilege; seccomp is
+/// installed before, suspended for the tracer): bounding set, groups, gids,
+/// uids (keeping capabilities across the switch), capability sets, ambient
+/// set, no_new_privs. Runs in every thread (credentials are per thread).
+pub fn restore_creds(inj: &mut Injector, scratch: &Scratch, c: &Creds) -> Result<()> {
+    let last_cap: u64 = proc::read_string("/proc/sys/kernel/cap_last_cap")?
+        .trim()
+        .parse()
+        .unwrap_or(40);
+    // Bounding set first: dropping needs CAP_SETPCAP, which may go below.
+    for cap in 0..=last_cap.min(63) {
+        if c.cap_bnd & (1 << cap) == 0 {
+            inj.syscall(
+                "prctl(PR_CAPBSET_DROP)",
+                libc::SYS_prctl,
+                &[libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0],
+            )?;
         }
-        let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-        let a = scratch.put(0, &groups)?;
+    }
+    let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    let a = scratch.put(0, &groups)?;
+    inj.syscall(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[c.groups.len() as u64, a],
+    )?;
+    let root = c.uids.iter().all(|&u| u == 0);
+    if !root {
+        // Keep the permitted set across leaving uid 0; capset sets it below.
         inj.syscall(
-            "setgroups",
-            libc::SYS_setgroups,
-            &[c.groups.len() as u64, a],
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0],
         )?;
-        let g = |i: usize| c.gids.get(i).copied().unwrap_or(0) as u64;
-        let u = |i: usize| c.uids.get(i).copied().unwrap_or(0) as u64;
-        inj.syscall("setresgid", libc::SYS_setresgid, &[g(0), g(1), g(2)])?;
-        inj.syscall("setresuid", libc::SYS_setresuid, &[u(0), u(1), u(2)])?;
+    }
+    let g = |i: usize| c.gids.get(i).copied().unwrap_or(0) as u64;
+    let u = |i: usize| c.uids.get(i).copied().unwrap_or(0) as u64;
+    inj.syscall("setresgid", libc::SYS_setresgid, &[g(0), g(1), g(2)])?;
+    inj.syscall("setresuid", libc::SYS_setresuid, &[u(0), u(1), u(2)])?;
+    if c.gids.len() > 3 {
+        inj.syscall("setfsgid", libc::SYS_setfsgid, &[g(3)])?;
+    }
+    if c.uids.len() > 3 {
+        inj.syscall("setfsuid", libc::SYS_setfsuid, &[u(3)])?;
+    }
+    // capset(v3): header {version, pid 0}, then low and high words of
+    // (effective, permitted, inheritable).
+    let mut b = Vec::with_capacity(32);
+    b.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
+    b.extend_from_slice(&0i32.to_ne_bytes());
+    for half in [0u32, 32] {
+        for set in [c.cap_eff, c.cap_prm, c.cap_inh] {
+            b.extend_from_slice(&((set >> half) as u32).to_ne_bytes());
+        }
+    }
+    let hdr = scratch.put(0, &b[..8])?;
+    let data = scratch.put(16, &b[8..])?;
+    inj.syscall("capset", libc::SYS_capset, &[hdr, data])?;
+    for cap in 0..=last_cap.min(63) {
+        if c.cap_amb & (1 << cap) != 0 {
+            inj.syscall(
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
+    if !root {
+        inj.syscall(
+            "prctl(PR_SET_KEEPCAPS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0],
+        )?;
     }
     if c.no_new_privs {
         inj.syscall(

@@ -1,11 +1,16 @@
 /* credcheck: process attributes, set once and checked every tick: uids,
  * gids and supplementary groups (not root any more), session (setsid) and
- * process group, umask, cwd, personality, comm, an rlimit, and a CPU
- * affinity-free FPU value. Prints "<n> ok".
+ * process group, umask, cwd, personality, comm, an rlimit, and capabilities
+ * kept as a non-root user (CAP_NET_BIND_SERVICE effective, permitted,
+ * inheritable and ambient; CAP_NET_RAW out of the bounding set).
+ * Prints "<n> ok".
  *
  *   credcheck file [interval_ms]   (run as root, in a directory with "work/") */
 #define _GNU_SOURCE
 #include <grp.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +36,13 @@ int main(int argc, char **argv) {
     struct rlimit rl = {512, 1024};
     setrlimit(RLIMIT_NOFILE, &rl);
     gid_t groups[] = {5, 6};
+    if (prctl(PR_CAPBSET_DROP, CAP_NET_RAW, 0, 0, 0) || prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)) return 5;
     if (setgroups(2, groups) || setresgid(1001, 1002, 1003) || setresuid(1000, 1000, 1000)) return 4;
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2] = {{0}};
+    caps[0].effective = caps[0].permitted = caps[0].inheritable = 1u << CAP_NET_BIND_SERVICE;
+    if (syscall(SYS_capset, &hdr, caps)) return 6;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0)) return 7;
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     for (unsigned long n = 0;; n++) {
         const char *bad = 0;
@@ -54,6 +65,18 @@ int main(int argc, char **argv) {
         else if (personality(0xffffffff) != ADDR_NO_RANDOMIZE) bad = "personality";
         else if (strcmp(comm, "credcheck-x")) bad = "comm";
         else if (now.rlim_cur != 512 || now.rlim_max != 1024) bad = "rlimit";
+        else {
+            struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+            struct __user_cap_data_struct d[2] = {{0}};
+            uint32_t want = 1u << CAP_NET_BIND_SERVICE;
+            if (syscall(SYS_capget, &h, d) || d[0].effective != want || d[0].permitted != want ||
+                d[0].inheritable != want || d[1].effective || d[1].permitted)
+                bad = "capabilities";
+            else if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_BIND_SERVICE, 0, 0) != 1)
+                bad = "ambient capabilities";
+            else if (prctl(PR_CAPBSET_READ, CAP_NET_RAW, 0, 0, 0) != 0 || prctl(PR_CAPBSET_READ, CAP_CHOWN, 0, 0, 0) != 1)
+                bad = "bounding set";
+        }
         if (bad) { fprintf(f, "%lu BAD %s\n", n, bad); return 1; }
         fprintf(f, "%lu ok\n", n);
         nanosleep(&t, 0);
