@@ -119,7 +119,7 @@ fn threads_blocked_in_syscalls_continue() {
 fn signals_handlers_altstack_pending_itimer_survive() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    roundtrip(
+    let (c, _, _) = roundtrip(
         "sigcheck",
         &[out.to_str().unwrap()],
         tmp.path(),
@@ -128,6 +128,14 @@ fn signals_handlers_altstack_pending_itimer_survive() {
         120,
         assert_ticks,
     );
+    // Pending in the right queues: SIGUSR2 for the thread, SIGWINCH shared.
+    let st = std::fs::read_to_string(format!("/proc/{}/status", c.pid)).unwrap();
+    let mask = |k: &str| {
+        let v = st.lines().find(|l| l.starts_with(k)).unwrap();
+        u64::from_str_radix(v.split_whitespace().last().unwrap(), 16).unwrap()
+    };
+    assert_ne!(mask("SigPnd:") & (1 << (libc::SIGUSR2 - 1)), 0, "{st}");
+    assert_ne!(mask("ShdPnd:") & (1 << (libc::SIGWINCH - 1)), 0, "{st}");
 }
 
 #[test]

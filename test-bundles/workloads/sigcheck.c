@@ -54,8 +54,10 @@ int main(int argc, char **argv) {
     sigset_t m;
     sigemptyset(&m);
     sigaddset(&m, SIGUSR2);
+    sigaddset(&m, SIGWINCH);
     sigprocmask(SIG_BLOCK, &m, 0);
-    raise(SIGUSR2);
+    raise(SIGUSR2);               /* pending for this thread */
+    kill(getpid(), SIGWINCH);     /* pending for the process */
     struct itimerval it = {{0, 20000}, {0, 20000}};
     setitimer(ITIMER_REAL, &it, 0);
     struct sigaction sr = {0};
@@ -88,6 +90,7 @@ int main(int argc, char **argv) {
         if (usr1 != before + 1) bad = "handler did not run";
         else if (off_stack) bad = "handler not on altstack";
         else if (!sigismember(&p, SIGUSR2)) bad = "SIGUSR2 no longer pending";
+        else if (!sigismember(&p, SIGWINCH)) bad = "process-wide SIGWINCH no longer pending";
         else if (!sigismember(&blocked, SIGUSR2)) bad = "mask lost";
         else if (cur.ss_sp != alt || cur.ss_size != sizeof alt) bad = "altstack changed";
         else if (q.sa_handler != on_usr1 || !(q.sa_flags & SA_ONSTACK) || !sigismember(&q.sa_mask, SIGTERM)) bad = "sigaction changed";
