@@ -603,6 +603,7 @@ struct Validated {
     deleted_files: Vec<String>,
     stats: serde_json::Value,
     has_rootfs_diff: bool,
+    total: u64,
 }
 
 /// Checks the whole archive `file`, then extracts it into `dest` (absent, or
@@ -621,6 +622,7 @@ pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Importe
     let compressed = sniff(&archive, file, len)?;
     let dest_exists = check_dest(dest)?;
     let validated = validate(&archive, file, len, compressed, limits)?;
+    check_space(dest, validated.total)?;
 
     if !dest_exists {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -772,6 +774,37 @@ fn check_dest(dest: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_err(dest, "checking the import directory")(e)),
     }
+}
+
+/// Refuses an import that cannot fit where it goes, before writing a byte of
+/// it (a restore that fails on a full disk halfway is worse).
+fn check_space(dest: &Path, need: u64) -> Result<()> {
+    // `dest` may not exist yet: its nearest existing ancestor is the filesystem.
+    let mut probe = dest;
+    let st = loop {
+        match nix::sys::statvfs::statvfs(probe) {
+            Ok(st) => break st,
+            Err(_) => match probe.parent() {
+                Some(p) if p.as_os_str().is_empty() => probe = Path::new("."),
+                Some(p) => probe = p,
+                // Cannot tell; extraction reports ENOSPC itself.
+                None => return Ok(()),
+            },
+        }
+    };
+    // c_ulong and fsblkcnt_t are 32 bits on some hosts.
+    #[allow(clippy::unnecessary_cast)]
+    let avail = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if need > avail {
+        return Err(ArchiveError::Destination {
+            path: dest.to_path_buf(),
+            reason: format!(
+                "the archive holds {need} bytes but only {avail} bytes are free on {}; free some space or import elsewhere",
+                probe.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn remove_contents(dir: &Path) {
@@ -1230,6 +1263,7 @@ impl Validator<'_> {
             deleted_files: self.deleted_files,
             stats: self.stats,
             has_rootfs_diff,
+            total: self.total,
         })
     }
 }

@@ -612,3 +612,94 @@ fn refuses_an_entry_added_after_export() {
     fs::write(&file, &bytes).unwrap();
     refused(&file, &["checkpoint/extra.img", "does not list it"]);
 }
+
+/// A PAX extended header (`x`) for the entry after it.
+fn pax(out: &mut Vec<u8>, key: &str, value: &str) {
+    let body = format!("{key}={value}\n");
+    let mut n = body.len() + 2;
+    let record = loop {
+        let r = format!("{n} {body}");
+        if r.len() == n {
+            break r;
+        }
+        n = r.len();
+    };
+    raw_entry(
+        out,
+        b"PaxHeaders/x",
+        tar::EntryType::XHeader,
+        b"",
+        record.as_bytes(),
+        record.len() as u64,
+    );
+}
+
+#[test]
+fn refuses_dot_dot_hidden_in_a_pax_path() {
+    let fx = Fixture::new();
+    let bytes = with_config(|o| {
+        pax(o, "path", "checkpoint/../../../evil");
+        raw_entry(o, b"checkpoint/ok", tar::EntryType::Regular, b"", b"x", 1);
+    });
+    for f in write_both(&fx, "pax", &bytes) {
+        refused(&f, &["checkpoint/../../../evil", "`..`"]);
+    }
+}
+
+#[test]
+fn refuses_dot_dot_hidden_in_a_gnu_long_name() {
+    let fx = Fixture::new();
+    let mut long = b"checkpoint/".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 120));
+    long.extend_from_slice(b"/../../../evil\0");
+    let bytes = with_config(|o| {
+        raw_entry(
+            o,
+            b"././@LongLink",
+            tar::EntryType::GNULongName,
+            b"",
+            &long,
+            long.len() as u64,
+        );
+        raw_entry(o, b"checkpoint/ok", tar::EntryType::Regular, b"", b"x", 1);
+    });
+    for f in write_both(&fx, "longname", &bytes) {
+        refused(&f, &["/../../../evil", "`..`"]);
+    }
+}
+
+#[test]
+fn refuses_duplicates_and_files_used_as_directories() {
+    let fx = Fixture::new();
+    let bytes = with_config(|o| {
+        raw_entry(o, b"spec.dump", tar::EntryType::Regular, b"", b"{}", 2);
+        raw_entry(o, b"spec.dump", tar::EntryType::Regular, b"", b"{}", 2);
+    });
+    for f in write_both(&fx, "dup", &bytes) {
+        refused(&f, &["spec.dump", "twice"]);
+    }
+    let bytes = with_config(|o| {
+        raw_entry(o, b"checkpoint/a", tar::EntryType::Regular, b"", b"x", 1);
+        raw_entry(o, b"checkpoint/a/b", tar::EntryType::Regular, b"", b"x", 1);
+    });
+    for f in write_both(&fx, "parent", &bytes) {
+        refused(
+            &f,
+            &["checkpoint/a/b", "parent checkpoint/a is a regular file"],
+        );
+    }
+}
+
+#[test]
+fn refuses_a_symlinked_destination() {
+    let fx = Fixture::new();
+    let file = fx.path("ck.tar");
+    archive::export(&fx.contents, &file).unwrap();
+    let target = fx.path("elsewhere");
+    fs::create_dir(&target).unwrap();
+    let link = fx.path("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = archive::import(&file, &link, &ImportLimits::default()).unwrap_err();
+    assert!(text(&err).contains("symbolic link"), "{}", text(&err));
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+}
