@@ -4,6 +4,28 @@
 //!
 //! Entry points: [`dump`] and [`restore`]; [`stub::Stub`] makes a process to
 //! restore into.
+//!
+//! ```no_run
+//! use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, RestoreOptions};
+//! # fn main() -> godwit_checkpoint::Result<()> {
+//! # let root_pid = 1234;
+//! let dir = std::path::Path::new("/run/img");
+//! // Every process of the tree (host pids); the root is the one whose
+//! // parent is not in the set. Killed once the image is durable.
+//! let pids = godwit_checkpoint::proc::tree(root_pid)?;
+//! let stats = dump(&pids, dir, &DumpOptions {
+//!     freeze_cgroup: None, // Some(cgroup dir) to freeze it while seizing
+//!     ..Default::default()
+//! })?;
+//! // Later: a stopped process that is pid 1 of a new pid namespace becomes
+//! // the root again; its children and threads get their old ids.
+//! let stub = Stub::spawn()?;
+//! let restored = restore(dir, stub.pid, &RestoreOptions::default())?;
+//! let pid = stub.release();
+//! # let _ = (stats, restored, pid);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod boost;
 pub mod epoll;
