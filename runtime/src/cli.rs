@@ -100,9 +100,14 @@ pub enum Command {
 /// runc's checkpoint flags. Each is honoured or refused with a message naming it.
 #[derive(Args, Debug, Clone)]
 pub struct Checkpoint {
-    /// Directory to write the image into (default: ./checkpoint).
-    #[arg(long, default_value = "checkpoint")]
-    pub image_path: PathBuf,
+    /// Directory to write the image into (default: ./checkpoint, or a
+    /// temporary one with --export).
+    #[arg(long)]
+    pub image_path: Option<PathBuf>,
+    /// Also write the self-contained archive (image, spec, rootfs changes) to
+    /// FILE: `.tar`, or zstd-compressed when the name ends in `.zst`.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
     /// Directory for logs and work files (default: the image directory).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
@@ -140,8 +145,13 @@ pub struct Checkpoint {
 #[derive(Args, Debug, Clone)]
 pub struct Restore {
     /// Directory holding the image (default: ./checkpoint).
-    #[arg(long, default_value = "checkpoint")]
-    pub image_path: PathBuf,
+    #[arg(long)]
+    pub image_path: Option<PathBuf>,
+    /// Restore from an archive written by `checkpoint --export` (checked
+    /// whole before anything is extracted); its rootfs changes are applied to
+    /// the --bundle's rootfs.
+    #[arg(long, conflicts_with = "image_path")]
+    pub import: Option<PathBuf>,
     #[arg(long)]
     pub work_path: Option<PathBuf>,
     /// Bundle whose config.json and rootfs the restored container uses.

@@ -56,6 +56,8 @@ pub enum RuntimeError {
         #[source]
         source: Box<godwit_checkpoint::Error>,
     },
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("cgroup of container {id}")]
     Cgroup {
         id: String,

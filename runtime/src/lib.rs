@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod logging;
 pub mod notify;
+pub mod rootfs_diff;
 pub mod store;
 pub mod timens;
 pub mod verbs;

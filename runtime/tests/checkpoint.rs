@@ -468,3 +468,98 @@ fn opted_out_container_is_not_checkpointed() {
         last_count(&count).filter(|&m| m > n + 3)
     });
 }
+
+#[test]
+fn migrates_between_two_hosts_as_one_archive() {
+    // Two "hosts": separate state roots and separate copies of the bundle;
+    // only the archive file passes from one to the other.
+    let host_a = Godwit::new();
+    let host_b = Godwit::new();
+    let bundle_a = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let bundle_b = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count_a = bundle_a.rootfs().join("tmp/count");
+    let count_b = bundle_b.rootfs().join("tmp/count");
+    // A file the container writes and never holds open travels too.
+    let id = host_a.id("migrate");
+    host_a.start_detached_null(&bundle_a, &id);
+    host_a.ok(&["exec", &id, "sh", "-c", "echo made-on-a > /tmp/note"]);
+    wait_for("ticks", Duration::from_secs(10), || {
+        last_count(&count_a).filter(|&n| n >= 5)
+    });
+    let transfer = tempfile::tempdir().unwrap();
+    let archive = transfer.path().join("migrate.tar.zst");
+    host_a.ok(&["checkpoint", "--export", archive.to_str().unwrap(), &id]);
+    let at_dump = last_count(&count_a).unwrap();
+    assert_eq!(
+        host_a.ok(&["list", "-q"]).trim(),
+        "",
+        "host A has nothing left"
+    );
+    assert!(
+        std::fs::read_dir(host_a.root.path()).unwrap().all(|e| {
+            let name = e.unwrap().file_name();
+            !name.to_string_lossy().contains("migrate")
+        }),
+        "no temporary image left on host A"
+    );
+    assert!(!count_b.exists());
+
+    let id_b = host_b.id("migrated");
+    host_b.ok_null(&[
+        "restore",
+        "--detach",
+        "--import",
+        archive.to_str().unwrap(),
+        "--bundle",
+        bundle_b.path().to_str().unwrap(),
+        &id_b,
+    ]);
+    assert_eq!(host_b.status(&id_b), "running");
+    wait_for(
+        "counter continues on host B",
+        Duration::from_secs(10),
+        || last_count(&count_b).filter(|&n| n >= at_dump + 5),
+    );
+    let numbers = counts(&count_b);
+    assert!(
+        numbers.iter().enumerate().all(|(i, &n)| n == i as u64),
+        "host B's copy holds the whole count, continued: {numbers:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle_b.rootfs().join("tmp/note")).unwrap(),
+        "made-on-a\n"
+    );
+    // Nothing of the import is left beside host B's state.
+    assert!(std::fs::read_dir(host_b.root.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
+}
+
+#[test]
+fn a_bad_archive_is_refused_before_anything_is_created() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tar");
+    std::fs::write(&bad, vec![0x5a; 10_000]).unwrap();
+    let id = g.id("badarchive");
+    let err = g.fails(&[
+        "restore",
+        "--detach",
+        "--import",
+        bad.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(err.contains("bad.tar"), "names the archive: {err}");
+    assert!(!g.state_dir(&id).exists());
+    assert_eq!(g.ok(&["list", "-q"]).trim(), "");
+    assert!(std::fs::read_dir(g.root.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.')));
+}

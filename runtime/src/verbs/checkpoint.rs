@@ -52,7 +52,18 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             hint: "only a running container can be checkpointed (resume a paused one first)",
         });
     }
-    let image = args.image_path.as_path();
+    // With --export and no --image-path, the image is a temporary directory
+    // next to the state, removed once the archive is written.
+    let temp_image = args.export.is_some() && args.image_path.is_none();
+    let image_buf = match &args.image_path {
+        Some(p) => p.clone(),
+        None if temp_image => root.path().join(format!(".{id}.export")),
+        None => std::path::PathBuf::from("checkpoint"),
+    };
+    let image = image_buf.as_path();
+    if temp_image {
+        let _ = std::fs::remove_dir_all(image);
+    }
     let existed = image.exists();
     if existed
         && std::fs::read_dir(image)
@@ -114,13 +125,77 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             });
         }
     };
+    // The image is complete and durable: from here on nothing is lost, even
+    // if the archive cannot be written (the error says where the image is).
+    let exported = match &args.export {
+        Some(file) => export(&container, &spec, image, file, &stats).inspect_err(|_| {
+            tracing::error!(id, image = %image.display(), "export failed; the image is complete there");
+        }),
+        None => Ok(()),
+    };
     if !args.leave_running {
         container
             .delete(true)
             .map_err(|e| RuntimeError::lc("delete (after checkpoint)", id, e))?;
     }
+    exported?;
+    if temp_image {
+        let _ = std::fs::remove_dir_all(image);
+    }
     tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
     Ok(stats)
+}
+
+/// Writes the self-contained archive of CHECKPOINT.md for a dumped container.
+fn export(
+    container: &libcontainer::container::Container,
+    spec: &oci_spec::runtime::Spec,
+    image: &std::path::Path,
+    file: &std::path::Path,
+    stats: &godwit_checkpoint::DumpStats,
+) -> Result<()> {
+    use crate::archive::{ArchiveConfig, ArchiveContents};
+    let id = container.id();
+    let rootfs = container.bundle().join(
+        spec.root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| "rootfs".into()),
+    );
+    let since = container
+        .created()
+        .map(std::time::SystemTime::from)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let diff = image.with_extension("rootfs-diff.tar");
+    let entries = crate::rootfs_diff::capture(&rootfs, since, &diff)?;
+    let mut config = ArchiveConfig::new(id);
+    config.annotations = spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    config.created = container.created();
+    let contents = ArchiveContents {
+        image_dir: image.to_path_buf(),
+        spec_dump: serde_json::to_vec(spec).map_err(|e| RuntimeError::io(file, e.into()))?,
+        config,
+        rootfs_diff: Some(diff.clone()),
+        deleted_files: Vec::new(),
+        stats: serde_json::json!({
+            "freeze_us": stats.freeze_us,
+            "frozen_us": stats.frozen_us,
+            "memdump_us": stats.memdump_us,
+            "total_us": stats.total_us,
+            "processes": stats.processes,
+            "threads": stats.threads,
+            "pages_written": stats.pages_written,
+            "rootfs_diff_entries": entries,
+        }),
+    };
+    let result = crate::archive::export(&contents, file).map_err(RuntimeError::from);
+    let _ = std::fs::remove_file(&diff);
+    result
 }
 
 /// The freezer of `pid`'s cgroup: the v1 freezer hierarchy where there is one

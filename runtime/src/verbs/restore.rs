@@ -194,7 +194,40 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
             root: root.path().to_path_buf(),
         });
     }
-    let image = args.image_path.as_path();
+    match &args.import {
+        Some(file) => {
+            // The archive is checked whole before anything is extracted, and
+            // extracted next to the state; gone again whatever happens.
+            let dest = root.path().join(format!(".{id}.import"));
+            let _ = std::fs::remove_dir_all(&dest);
+            let _cleanup = RemoveOnDrop(dest.clone());
+            let imported = crate::archive::import(file, &dest, &Default::default())?;
+            restore_image(
+                root,
+                global,
+                args,
+                &imported.image_dir,
+                imported.rootfs_diff.as_deref(),
+            )
+        }
+        None => {
+            let image = args
+                .image_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("checkpoint"));
+            restore_image(root, global, args, &image, None)
+        }
+    }
+}
+
+fn restore_image(
+    root: &StateRoot,
+    global: &GlobalOpts,
+    args: &Restore,
+    image: &Path,
+    rootfs_diff: Option<&Path>,
+) -> Result<i32> {
+    let id = args.container_id.as_str();
     // Check the image before anything is created.
     let reader =
         godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
@@ -216,6 +249,11 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
             .map(|r| r.path().clone())
             .unwrap_or_else(|| "rootfs".into()),
     );
+
+    if let Some(diff) = rootfs_diff {
+        let n = crate::rootfs_diff::apply(diff, &rootfs)?;
+        tracing::info!(id, entries = n, rootfs = %rootfs.display(), "applied rootfs changes");
+    }
 
     // libcontainer reads config.json from a bundle directory: the stub's
     // widened spec gets one of its own, next to the state directory.
