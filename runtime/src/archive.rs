@@ -634,18 +634,14 @@ pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Importe
             .create(dest)
             .map_err(io_err(dest, "creating the import directory"))?;
     }
-    let result = fs::set_permissions(dest, fs::Permissions::from_mode(0o700))
-        .map_err(io_err(dest, "setting the import directory's mode"))
-        .and_then(|()| extract(&archive, file, compressed, dest, &validated.entries));
-    if let Err(e) = result {
-        // Leave nothing half-extracted behind.
-        if dest_exists {
-            remove_contents(dest);
-        } else {
-            let _ = fs::remove_dir_all(dest);
-        }
-        return Err(e);
-    }
+    extract_or_clean(
+        &archive,
+        file,
+        compressed,
+        dest,
+        dest_exists,
+        &validated.entries,
+    )?;
     Ok(Imported {
         dir: dest.to_path_buf(),
         image_dir: dest.join(IMAGE_DIR),
@@ -1460,6 +1456,30 @@ fn open_dirs(root: &OwnedFd, comps: &[&str]) -> io::Result<OwnedFd> {
     Ok(cur)
 }
 
+/// Extracts into `dest` (just created, or an existing empty directory when
+/// `dest_existed`); on failure leaves it as it was found.
+fn extract_or_clean(
+    archive: &File,
+    file: &Path,
+    compressed: bool,
+    dest: &Path,
+    dest_existed: bool,
+    expected: &[Checked],
+) -> Result<()> {
+    let result = fs::set_permissions(dest, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(dest, "setting the import directory's mode"))
+        .and_then(|()| extract(archive, file, compressed, dest, expected));
+    if result.is_err() {
+        // Leave nothing half-extracted behind.
+        if dest_existed {
+            remove_contents(dest);
+        } else {
+            let _ = fs::remove_dir_all(dest);
+        }
+    }
+    result
+}
+
 fn extract(
     archive: &File,
     file: &Path,
@@ -1497,6 +1517,51 @@ fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An archive that differs on the second read (here: the list the first
+    /// pass made is altered) fails extraction midway, and what was written
+    /// is removed again.
+    #[test]
+    fn failed_extraction_leaves_nothing() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let image = tmp.path().join("image");
+        fs::create_dir(&image).unwrap();
+        fs::write(image.join("pages-1.img"), vec![1u8; 3 << 20]).unwrap();
+        fs::write(image.join("zz-last.json"), b"{}").unwrap();
+        let contents = ArchiveContents {
+            image_dir: image,
+            spec_dump: b"{}".to_vec(),
+            config: ArchiveConfig::new("c1"),
+            rootfs_diff: None,
+            deleted_files: vec![],
+            stats: serde_json::Value::Null,
+        };
+        for (name, compressed) in [("a.tar", false), ("a.tar.zst", true)] {
+            let file = tmp.path().join(name);
+            export(&contents, &file).unwrap();
+            let archive = File::open(&file).unwrap();
+            let len = archive.metadata().unwrap().len();
+            let mut checked = validate(&archive, &file, len, compressed, &ImportLimits::default())
+                .unwrap()
+                .entries;
+            checked.last_mut().unwrap().size += 1;
+
+            let fresh = tmp.path().join(format!("{name}.fresh"));
+            fs::create_dir(&fresh).unwrap();
+            let err =
+                extract_or_clean(&archive, &file, compressed, &fresh, false, &checked).unwrap_err();
+            assert!(
+                err.to_string().contains("changed while being imported"),
+                "{err}"
+            );
+            assert!(!fresh.exists());
+
+            let existing = tmp.path().join(format!("{name}.existing"));
+            fs::create_dir(&existing).unwrap();
+            extract_or_clean(&archive, &file, compressed, &existing, true, &checked).unwrap_err();
+            assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
+        }
+    }
 
     #[test]
     fn entry_paths() {
