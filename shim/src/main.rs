@@ -5,6 +5,7 @@ mod container;
 mod error;
 mod events;
 mod metrics;
+mod oom;
 mod options;
 mod process;
 mod reaper;

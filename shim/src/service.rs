@@ -10,7 +10,7 @@ use std::time::Duration;
 use containerd_shim::api::{self, Status};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -270,6 +270,17 @@ impl Inner {
             }
         };
         log::info!("task {id} created, init pid {pid}");
+        let events = self.events.clone();
+        let oom_id = id.clone();
+        if let Err(e) = crate::oom::watch(pid, move || {
+            log::info!("task {oom_id}: out of memory");
+            events.publish(TaskOOM {
+                container_id: oom_id.clone(),
+                ..Default::default()
+            });
+        }) {
+            log::warn!("task {id}: {}", e.chain());
+        }
         self.publish(TaskCreate {
             container_id: id.clone(),
             bundle: req.bundle.clone(),

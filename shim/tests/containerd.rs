@@ -6,6 +6,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim::shim::UpdateTaskRequest;
+use containerd_shim_protos::ttrpc::context;
 use support::{text, Containerd, IMAGE, RUNTIME};
 
 #[test]
@@ -291,4 +295,126 @@ fn bad_input_is_refused_with_a_clear_error() {
         text(&out.stderr)
     );
     c.wait_status(id, "RUNNING");
+}
+
+/// `ctr events` in the background; `stop` returns every line it printed.
+struct EventLog {
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl EventLog {
+    fn start(c: &Containerd) -> EventLog {
+        let mut child = c
+            .ctr_cmd(&["events"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        // Let the subscription reach containerd before anything happens.
+        std::thread::sleep(Duration::from_millis(500));
+        EventLog { child, reader }
+    }
+
+    fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader.join().unwrap_or_default()
+    }
+}
+
+#[test]
+fn events_update_and_oom_are_reported() {
+    let c = Containerd::start("events");
+    let events = EventLog::start(&c);
+    let id = "ev1";
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "counter",
+        "100",
+        "/tmp/count",
+    ]);
+    c.wait_status(id, "RUNNING");
+    c.ok(&["task", "exec", "--exec-id", "ex1", id, "true"]);
+    c.ok(&["task", "pause", id]);
+    c.ok(&["task", "resume", id]);
+
+    // update (ctr 1.6 has no `task update`; call the shim as containerd would):
+    // the new memory limit lands in the task's cgroup.
+    let resources = br#"{"memory":{"limit":33554432}}"#;
+    c.shim(id)
+        .update(
+            context::with_timeout(Duration::from_secs(10).as_nanos() as i64),
+            &UpdateTaskRequest {
+                id: id.into(),
+                resources: MessageField::some(Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                        .into(),
+                    value: resources.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .expect("Update");
+    let v1 = format!("/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes", c.ns);
+    let v2 = format!("/sys/fs/cgroup/{}/{id}/memory.max", c.ns);
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .expect("memory limit file of the task's cgroup");
+    assert_eq!(limit.trim(), "33554432");
+
+    c.ok(&["task", "kill", "-s", "KILL", id]);
+    c.wait_status(id, "STOPPED");
+    c.ok(&["task", "delete", id]);
+
+    // memcheck holds 64 MiB: over a 16 MiB limit, the kernel kills it.
+    let oom = "oom1";
+    c.ok(&[
+        "run",
+        "-d",
+        "--memory-limit",
+        "16777216",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        oom,
+        "memcheck",
+        "64",
+        "/tmp/m",
+    ]);
+    c.wait_status(oom, "STOPPED");
+    c.ok(&["task", "delete", oom]);
+
+    let log = events.stop();
+    let has = |topic: &str, id: &str| {
+        log.lines()
+            .any(|l| l.contains(&c.ns) && l.contains(topic) && l.contains(id))
+    };
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(has(topic, id), "no {topic} for {id} in:\n{log}");
+    }
+    assert!(has("/tasks/oom", oom), "no /tasks/oom for {oom} in:\n{log}");
 }

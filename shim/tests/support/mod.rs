@@ -202,6 +202,21 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// A task-service client on the shim of task `id` (its address file is in the bundle).
+    pub fn shim(&self, id: &str) -> containerd_shim_protos::TaskClient {
+        let file = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id)
+            .join("address");
+        let address = std::fs::read_to_string(&file).expect("the shim's address file");
+        let client = containerd_shim_protos::ttrpc::Client::connect(address.trim())
+            .expect("connect to the shim");
+        containerd_shim_protos::TaskClient::new(client)
+    }
+
     /// godwit's state root for this namespace (what the shim uses by default).
     pub fn godwit_root(&self) -> PathBuf {
         Path::new("/run/containerd/godwit").join(&self.ns)
