@@ -35,7 +35,20 @@ pub enum VmaKind {
         path: String,
         offset: u64,
         inode: u64,
+        /// Size and CRC-32 of the content at dump: restore refuses a changed
+        /// file, whose pages would silently differ from the dumped process's
+        /// (mtime is not compared: a copied rootfs has new mtimes).
+        #[serde(default)]
+        size: u64,
+        #[serde(default)]
+        crc32: u32,
     },
+}
+
+/// (size, CRC-32 of the content) of a file.
+fn fingerprint(path: &str) -> Result<(u64, u32)> {
+    let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok((data.len() as u64, crc32fast::hash(&data)))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +263,7 @@ pub fn dump(
     let mut runs: Vec<PageRun> = Vec::new();
     let mut vdso = None;
     let flags = vm_flags(pid)?;
+    let mut fingerprints: std::collections::HashMap<String, (u64, u32)> = Default::default();
     // Runs of pages per VMA, with whether the VMA is readable by process_vm_readv.
     let mut todo: Vec<(u64, u64, bool)> = Vec::new();
     for m in maps {
@@ -280,10 +294,21 @@ pub fn dump(
             });
         }
         let kind = if file_backed {
+            let (size, crc32) = match fingerprints.get(&m.path) {
+                Some(&f) => f,
+                None => {
+                    let f =
+                        fingerprint(&format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))?;
+                    fingerprints.insert(m.path.clone(), f);
+                    f
+                }
+            };
             VmaKind::File {
                 path: m.path.clone(),
                 offset: m.offset,
                 inode: m.inode,
+                size,
+                crc32,
             }
         } else {
             VmaKind::Anon
@@ -515,6 +540,34 @@ pub fn restore_vmas(
                 );
                 inj.syscall("close", libc::SYS_close, &[fd])?;
                 r?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an image whose mapped files changed since the dump (size or
+/// content), looked up under the root of `pid` (the stub: where restore will
+/// open them), before anything is touched.
+pub fn check_files(pid: i32, ns_pid: i32, img: &MemoryImage) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for v in &img.vmas {
+        if let VmaKind::File {
+            path, size, crc32, ..
+        } = &v.kind
+        {
+            if *size == 0 || !seen.insert(path.clone()) {
+                continue;
+            }
+            let (now_size, now_crc) = fingerprint(&format!("/proc/{pid}/root{path}"))?;
+            if (now_size, now_crc) != (*size, *crc32) {
+                return Err(Error::restore(
+                    ns_pid,
+                    format!(
+                        "mapped file {path} changed since the dump (size {size} → {now_size}, \
+                         CRC-32 {crc32:08x} → {now_crc:08x})"
+                    ),
+                ));
             }
         }
     }

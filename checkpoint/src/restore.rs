@@ -85,6 +85,9 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     }
     let order = tree_order(&loaded, inv.root_pid)?;
     let verify_us = t0.elapsed().as_micros() as u64;
+    for l in &loaded {
+        memory::check_files(stub_pid, l.entry.pid, &l.img.memory)?;
+    }
     let stub_ns_pid = Status::of_pid(stub_pid)?.ns_pid()?;
     if stub_ns_pid != inv.root_pid {
         return Err(Error::restore(

@@ -535,3 +535,29 @@ fn dump_with_the_cgroup_frozen_v1_and_v2() {
         assert_ticks(&l);
     }
 }
+
+#[test]
+fn restore_refuses_a_mapped_file_that_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("counter-copy");
+    std::fs::copy(workload("counter"), &exe).unwrap();
+    let out = tmp.path().join("out");
+    let mut w = spawn_in_ns(&exe, &["10", out.to_str().unwrap()], tmp.path());
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    let img = tmp.path().join("img");
+    dump(&[w.pid], &img, &DumpOptions::default()).expect("dump");
+    w.wait_gone();
+    // Same path, different content.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&exe)
+        .unwrap()
+        .write_all(b"\0")
+        .unwrap();
+    let msg = assert_refused(&img, "changed file");
+    assert!(
+        msg.contains("counter-copy") && msg.contains("changed since the dump"),
+        "{msg}"
+    );
+}
