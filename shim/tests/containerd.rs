@@ -214,6 +214,42 @@ fn terminal_run_gets_a_pty() {
         "{stdout:?} {}",
         text(&out.stderr)
     );
+
+    // exec -t into a detached task.
+    let id = "tty2";
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "counter",
+        "100",
+        "/tmp/count",
+    ]);
+    c.wait_status(id, "RUNNING");
+    let exec = format!(
+        "ctr --address {} -n {} task exec -t --exec-id t1 {id} sh -c 'tty; echo in-exec; exit 6'",
+        c.address().display(),
+        c.ns
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &exec, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) (bsdutils)");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("/dev/pts/") && stdout.contains("in-exec"),
+        "{stdout:?}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{stdout:?} {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -286,6 +322,16 @@ fn bad_input_is_refused_with_a_clear_error() {
         "100",
         "/tmp/count",
     ]);
+    c.wait_status(id, "RUNNING");
+
+    // An exec of a missing program fails at once, naming it; the task runs on.
+    let out = c.ctr(&["task", "exec", "--exec-id", "missing", id, "/no/such"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/no/such"),
+        "{}",
+        text(&out.stderr)
+    );
     c.wait_status(id, "RUNNING");
     let out = c.ctr(&["task", "checkpoint", id]);
     assert!(!out.status.success());
