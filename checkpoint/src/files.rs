@@ -100,6 +100,15 @@ const KINDS: &[FdKindEntry] = &[
         },
     },
     FdKindEntry {
+        name: "fifo",
+        matches: |c| {
+            c.link.starts_with('/')
+                && !c.link.ends_with(" (deleted)")
+                && c.meta.file_type().is_fifo()
+        },
+        dump: pipes::dump_fifo,
+    },
+    FdKindEntry {
         name: "pipe",
         matches: |c| c.link.starts_with("pipe:["),
         dump: pipes::dump_fd,

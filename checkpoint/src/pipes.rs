@@ -19,6 +19,12 @@ use crate::threads::{hex, unhex};
 pub struct PipeEnd {
     pub inode: u64,
     pub write_end: bool,
+    /// A FIFO (named pipe): its path, reopened at restore.
+    #[serde(default)]
+    pub fifo: Option<String>,
+    /// Opened O_RDWR (possible for FIFOs).
+    #[serde(default)]
+    pub read_write: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +53,33 @@ pub fn dump_fd(c: &FdCtx, img: &mut FilesImage) -> Result<FdKind> {
             data: hex(&data),
         });
     }
-    Ok(FdKind::Pipe(PipeEnd { inode, write_end }))
+    Ok(FdKind::Pipe(PipeEnd {
+        inode,
+        write_end,
+        fifo: None,
+        read_write: false,
+    }))
+}
+
+/// A FIFO: like a pipe end, plus its path.
+pub fn dump_fifo(c: &FdCtx, img: &mut FilesImage) -> Result<FdKind> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = c.meta.ino();
+    let flags = c.info.octal("flags")? as i32;
+    if !img.pipes.iter().any(|p| p.inode == inode) {
+        let (capacity, data) = peek(c.pid, c.fd)?;
+        img.pipes.push(PipeImage {
+            inode,
+            capacity,
+            data: hex(&data),
+        });
+    }
+    Ok(FdKind::Pipe(PipeEnd {
+        inode,
+        write_end: flags & libc::O_ACCMODE == libc::O_WRONLY,
+        fifo: Some(c.link.to_string()),
+        read_write: flags & libc::O_ACCMODE == libc::O_RDWR,
+    }))
 }
 
 /// Copies a pipe's buffered bytes without consuming them: open a second
@@ -121,6 +153,9 @@ impl<'a> PipeTable<'a> {
         fd: i32,
         end: &PipeEnd,
     ) -> Result<u64> {
+        if let Some(path) = &end.fifo {
+            return self.fifo_end(inj, scratch, ns_pid, host_pid, fd, end, path);
+        }
         if !self.made.contains_key(&end.inode) {
             let img = self
                 .images
@@ -169,11 +204,86 @@ impl<'a> PipeTable<'a> {
         sys::get_fd(inj, ns_pid, creator, spare)
     }
 
+    /// A FIFO end: the first one opens the FIFO O_RDWR in a spare fd (so
+    /// that no open blocks and the buffer lives) and refills it; every end is
+    /// then opened by path with its own access mode.
+    #[allow(clippy::too_many_arguments)]
+    fn fifo_end(
+        &mut self,
+        inj: &mut Injector,
+        scratch: &Scratch,
+        ns_pid: i32,
+        host_pid: i32,
+        fd: i32,
+        end: &PipeEnd,
+        path: &str,
+    ) -> Result<u64> {
+        if !self.made.contains_key(&end.inode) {
+            let img = self
+                .images
+                .iter()
+                .find(|p| p.inode == end.inode)
+                .ok_or_else(|| {
+                    Error::restore(ns_pid, format!("fd {fd}: no record of FIFO {path}"))
+                })?;
+            let rw = sys::open_in(
+                inj,
+                scratch,
+                path,
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                0,
+            )?;
+            let spare = inj.syscall(
+                "fcntl(F_DUPFD_CLOEXEC)",
+                libc::SYS_fcntl,
+                &[rw, libc::F_DUPFD_CLOEXEC as u64, SPARE_FD_MIN],
+            )?;
+            inj.syscall("close", libc::SYS_close, &[rw])?;
+            if img.capacity > 0 {
+                inj.syscall(
+                    "fcntl(F_SETPIPE_SZ)",
+                    libc::SYS_fcntl,
+                    &[spare, libc::F_SETPIPE_SZ as u64, img.capacity],
+                )?;
+            }
+            let data = unhex(&img.data).ok_or_else(|| Error::restore(ns_pid, "bad FIFO data"))?;
+            if !data.is_empty() {
+                let p = format!("/proc/{host_pid}/fd/{spare}");
+                let mut w = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&p)
+                    .map_err(|e| Error::io(&p, e))?;
+                w.write_all(&data).map_err(|e| Error::io(&p, e))?;
+            }
+            self.made.insert(end.inode, (ns_pid, spare, spare));
+        }
+        let mode = if end.read_write {
+            libc::O_RDWR
+        } else if end.write_end {
+            libc::O_WRONLY
+        } else {
+            libc::O_RDONLY
+        };
+        // Non-blocking open: the spare holds both ends, nothing waits.
+        sys::open_in(
+            inj,
+            scratch,
+            path,
+            mode | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0,
+        )
+    }
+
     /// Creators whose spare fds must be closed once every process has its fds.
     pub fn spares(&self) -> Vec<(i32, u64)> {
-        self.made
+        let mut v: Vec<(i32, u64)> = self
+            .made
             .values()
             .flat_map(|&(p, r, w)| [(p, r), (p, w)])
-            .collect()
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
