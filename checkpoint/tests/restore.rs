@@ -22,6 +22,16 @@ fn counter_continues_after_restore() {
     wait_for(&count, "5 lines", T, |l| l.len() >= 5);
     let img = tmp.path().join("img");
     let maps_before = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
+    // mm fields: exe link, argument and environment areas, auxv.
+    let mm = |pid: i32| {
+        (
+            std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+            std::fs::read(format!("/proc/{pid}/environ")).unwrap(),
+            std::fs::read(format!("/proc/{pid}/auxv")).unwrap(),
+        )
+    };
+    let mm_before = mm(w.pid);
     let stats = dump(&[w.pid], &img, &DumpOptions::default()).expect("dump");
     assert_eq!(stats.processes, 1);
     w.wait_gone();
@@ -36,6 +46,11 @@ fn counter_continues_after_restore() {
     });
     assert!(restored.alive());
     let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", restored.pid)).unwrap();
+    assert_eq!(
+        mm_before,
+        mm(restored.pid),
+        "exe/cmdline/environ/auxv differ"
+    );
     assert_eq!(
         strip_dev_ino(&maps_before),
         strip_dev_ino(&maps_after),
