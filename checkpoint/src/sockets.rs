@@ -23,8 +23,12 @@ pub enum SocketImage {
         ino: u64,
         peer: u64,
         sock_type: i32,
-        /// Bytes waiting to be read at this end, hex.
+        /// Bytes waiting to be read at this end, hex (stream sockets).
         queued: String,
+        /// Datagrams waiting to be read at this end, hex each, in order
+        /// (datagram and seqpacket sockets).
+        #[serde(default)]
+        messages: Vec<String>,
     },
     /// A bound (and maybe listening) unix socket with a path.
     UnixNamed {
@@ -156,13 +160,20 @@ pub fn dump_fd(c: &FdCtx, _: &mut FilesImage) -> Result<FdKind> {
             }
             let peer =
                 unix_peer(c.pid, ino)?.ok_or_else(|| unsupported(c, "unconnected unix socket"))?;
-            let queued = peek_all(&s, sock_type)
-                .ok_or_else(|| unsupported(c, "unix datagram socket with queued messages"))?;
+            let (queued, messages) = if sock_type == libc::SOCK_STREAM {
+                (peek_all(&s), Vec::new())
+            } else {
+                (
+                    Vec::new(),
+                    peek_messages(&s).iter().map(|m| hex(m)).collect(),
+                )
+            };
             Ok(FdKind::Socket(SocketImage::UnixPair {
                 ino,
                 peer,
                 sock_type,
                 queued: hex(&queued),
+                messages,
             }))
         }
         libc::AF_INET | libc::AF_INET6 => {
@@ -189,17 +200,13 @@ pub fn dump_fd(c: &FdCtx, _: &mut FilesImage) -> Result<FdKind> {
     }
 }
 
-/// Bytes queued for reading, without consuming them. None for a datagram
-/// socket with messages queued (boundaries are not carried yet).
-fn peek_all(s: &OwnedFd, sock_type: i32) -> Option<Vec<u8>> {
+/// Bytes queued for reading on a stream socket, without consuming them.
+fn peek_all(s: &OwnedFd) -> Vec<u8> {
     let mut n: i32 = 0;
     // SAFETY: FIONREAD into an int.
     unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
     if n <= 0 {
-        return Some(Vec::new());
-    }
-    if sock_type != libc::SOCK_STREAM {
-        return None;
+        return Vec::new();
     }
     let mut buf = vec![0u8; n as usize];
     // SAFETY: buf has n bytes.
@@ -212,7 +219,49 @@ fn peek_all(s: &OwnedFd, sock_type: i32) -> Option<Vec<u8>> {
         )
     };
     buf.truncate(got.max(0) as usize);
-    Some(buf)
+    buf
+}
+
+/// Datagrams queued on a datagram/seqpacket socket, in order, without
+/// consuming them: MSG_PEEK with a peek offset (SO_PEEK_OFF) that walks the
+/// queue; the socket's own peek offset is put back.
+fn peek_messages(s: &OwnedFd) -> Vec<Vec<u8>> {
+    let fd = s.as_raw_fd();
+    let old = sockopt_int(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF);
+    let set = |v: i32| {
+        // SAFETY: setsockopt with an int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                &v as *const i32 as *const libc::c_void,
+                4,
+            )
+        }
+    };
+    let mut out = Vec::new();
+    if set(0) != 0 {
+        return out;
+    }
+    let mut buf = vec![0u8; 256 << 10];
+    for _ in 0..100_000 {
+        // SAFETY: buf is ours.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        out.push(buf[..n as usize].to_vec());
+    }
+    set(old);
+    out
 }
 
 /// The peer inode of unix socket `ino`, asked from sock_diag inside the
@@ -313,6 +362,8 @@ pub struct PairTable {
     ends: HashMap<u64, (i32, i32, u64)>,
     /// Ends whose queued bytes are still to be written (through the peer).
     pending: Vec<(u64, Vec<u8>)>,
+    /// Ends whose queued datagrams are still to be sent (through the peer).
+    pending_msgs: Vec<(u64, Vec<Vec<u8>>)>,
 }
 
 const SPARE_FD_MIN: u64 = 10100;
@@ -332,6 +383,7 @@ impl PairTable {
             peer,
             sock_type,
             queued,
+            messages,
         } = img
         else {
             return Err(Error::restore(ns_pid, "not a socket pair"));
@@ -365,6 +417,13 @@ impl PairTable {
         if !data.is_empty() {
             self.pending.push((*peer, data));
         }
+        if !messages.is_empty() {
+            let msgs = messages
+                .iter()
+                .map(|m| unhex(m).ok_or_else(|| Error::restore(ns_pid, "bad socket message")))
+                .collect::<Result<Vec<_>>>()?;
+            self.pending_msgs.push((*peer, msgs));
+        }
         let &(creator, _, spare) = self
             .ends
             .get(ino)
@@ -384,6 +443,30 @@ impl PairTable {
             let mut f = std::fs::File::from(s);
             f.write_all(&data)
                 .map_err(|e| Error::io(format!("/proc/{host}/fd/{spare}"), e))?;
+        }
+        for (peer, msgs) in std::mem::take(&mut self.pending_msgs) {
+            let &(_, host, spare) = self
+                .ends
+                .get(&peer)
+                .ok_or_else(|| Error::restore(0, format!("socket {peer}: peer not restored")))?;
+            let s = borrow(host, spare as i32)?;
+            for m in msgs {
+                // SAFETY: send of our buffer on our borrowed fd: one datagram each.
+                let n = unsafe {
+                    libc::send(
+                        s.as_raw_fd(),
+                        m.as_ptr().cast(),
+                        m.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n != m.len() as isize {
+                    return Err(Error::io(
+                        format!("/proc/{host}/fd/{spare}"),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
         }
         Ok(self.ends.values().map(|&(p, _, fd)| (p, fd)).collect())
     }

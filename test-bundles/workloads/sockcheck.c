@@ -1,6 +1,7 @@
 /* sockcheck: a TCP server (listening on 127.0.0.1:PORT, in its own network
  * namespace: brings lo up itself) answering "ping N" with "pong N", a unix
- * stream socketpair with bytes always in flight in both directions, a named
+ * stream socketpair with bytes always in flight in both directions, a
+ * seqpacket socketpair with messages of different lengths in flight, a named
  * unix listener and a bound UDP socket that sends itself a datagram per tick
  * (checked for order only: datagrams may be lost).
  * Prints "<n> ok <served>" per tick.
@@ -59,6 +60,15 @@ int main(int argc, char **argv) {
         c = 'A' + w1++ % 26;
         (void)!write(sp[1], &c, 1);
     }
+    int sq[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sq)) return 8;
+    unsigned long mw = 0, mr = 0;
+    for (int i = 0; i < 5; i++) {
+        char m[64];
+        int len = snprintf(m, sizeof m, "msg %lu %.*s", mw, (int)(mw % 20), "xxxxxxxxxxxxxxxxxxxx");
+        mw++;
+        if (send(sq[0], m, len, 0) != len) return 9;
+    }
     unsigned long served = 0, udp_sent = 0, udp_got = 0;
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
     for (unsigned long n = 0;; n++) {
@@ -86,6 +96,16 @@ int main(int argc, char **argv) {
             c0 = 'a' + w0++ % 26;
             c1 = 'A' + w1++ % 26;
             if (!bad && (write(sp[0], &c0, 1) != 1 || write(sp[1], &c1, 1) != 1)) bad = "socketpair write";
+        }
+        if (!bad) {
+            char m[64], want[64];
+            ssize_t k = recv(sq[1], m, sizeof m, 0);
+            int wl = snprintf(want, sizeof want, "msg %lu %.*s", mr, (int)(mr % 20), "xxxxxxxxxxxxxxxxxxxx");
+            mr++;
+            if (k != wl || memcmp(m, want, wl)) bad = "seqpacket message";
+            int len = snprintf(m, sizeof m, "msg %lu %.*s", mw, (int)(mw % 20), "xxxxxxxxxxxxxxxxxxxx");
+            mw++;
+            if (!bad && send(sq[0], m, len, 0) != len) bad = "seqpacket send";
         }
         unsigned long v;
         while (!bad && recv(u, &v, sizeof v, 0) == sizeof v) {
