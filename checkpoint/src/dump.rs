@@ -102,6 +102,13 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     image::create_dir(dir)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
+    // Job-control stops are seen before our own ptrace stops hide them.
+    let mut stopped = std::collections::HashSet::new();
+    for &pid in pids {
+        if task::job_stopped(pid).unwrap_or(false) {
+            stopped.insert(pid);
+        }
+    }
     let frozen = match &opts.freeze_cgroup {
         Some(cg) => Frozen::freeze_cgroup(pids, cg)?,
         None => Frozen::freeze(pids)?,
@@ -189,6 +196,9 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
             .collect();
         files::assign_ofds(&mut refs)?;
     }
+    for (pid, img) in images.iter_mut() {
+        img.task.stopped = stopped.contains(pid);
+    }
     let inv_procs: Vec<ProcessEntry> = inv_procs
         .into_iter()
         .zip(&images)
@@ -235,6 +245,13 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     image::write_inventory(dir, &inv)?;
     stats.frozen_us = us(t_frozen);
     if opts.leave_running {
+        // Injection took them out of their group stop: queue a SIGSTOP
+        // while they are still held, so they stop again before any user
+        // instruction once released.
+        for &pid in &stopped {
+            // SAFETY: kill(2) of a process we hold stopped.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
         frozen.release()?;
     } else {
         frozen.kill();

@@ -496,6 +496,7 @@ fn restore_tree(
             threads::set_final_state(host, t)?;
         }
     }
+    let hosts: HashMap<i32, i32> = live.iter().map(|(&ns, l)| (ns, l.host_pid)).collect();
     // The gadget page unmaps itself: munmap runs from it with syscall stops,
     // and at the exit stop each leader gets its own registers.
     for &i in order {
@@ -508,6 +509,16 @@ fn restore_tree(
             .syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
         me.inj.forget();
         threads::set_final_state(me.host_pid, &l.img.threads[0])?;
+    }
+    // Job-control stopped at dump: a SIGSTOP queued while still held stops
+    // them before their first instruction.
+    for &i in order {
+        if loaded[i].img.task.stopped {
+            if let Some(host) = hosts.get(&loaded[i].entry.pid) {
+                // SAFETY: kill(2) of a process we restored.
+                unsafe { libc::kill(*host, libc::SIGSTOP) };
+            }
+        }
     }
     // Detach every thread: they run from here.
     for t in std::mem::take(&mut attached.0) {

@@ -33,6 +33,10 @@ pub struct TaskImage {
     /// Signal sent to the parent on exit (stat field 38), usually SIGCHLD.
     #[serde(default)]
     pub exit_signal: i32,
+    /// Job-control stopped (SIGSTOP/SIGTSTP...) when dumped: stopped again
+    /// after restore (and after a leave-running dump).
+    #[serde(default)]
+    pub stopped: bool,
     pub cwd: String,
     pub root: String,
     pub umask: u32,
@@ -89,6 +93,15 @@ fn read_limits(pid: i32) -> Result<Vec<Rlimit>> {
     Ok(out)
 }
 
+/// Whether `pid` is in a job-control stop (state T, not a ptrace stop).
+pub fn job_stopped(pid: i32) -> Result<bool> {
+    let st = proc::read_string(format!("/proc/{pid}/stat"))?;
+    Ok(st
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next())
+        == Some('T'))
+}
+
 pub fn dump(pid: i32) -> Result<TaskImage> {
     let st = Status::of_pid(pid)?;
     let ids =
@@ -98,6 +111,7 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
         .map_err(|_| Error::parse(format!("/proc/{pid}/personality"), pers.trim()))?;
     let rlimits = read_limits(pid)?;
     Ok(TaskImage {
+        stopped: false,
         exit_signal: proc::Stat::read(pid)?.field(38)? as i32,
         cwd: proc::read_link(format!("/proc/{pid}/cwd"))?
             .to_string_lossy()

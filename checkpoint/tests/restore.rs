@@ -576,3 +576,59 @@ fn restore_refuses_a_mapped_file_that_changed() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_stopped_process_stays_stopped_after_dump_and_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut w = spawn_in_ns(
+        &workload("counter"),
+        &["10", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(w.pid, libc::SIGSTOP) };
+    let stopped = |c: &Child| {
+        for _ in 0..200 {
+            if c.state() == 'T' {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    };
+    assert!(stopped(&w));
+    let img = tmp.path().join("img");
+    let opts = DumpOptions {
+        leave_running: true,
+        ..Default::default()
+    };
+    dump(&[w.pid], &img, &opts).expect("dump");
+    assert!(
+        stopped(&w),
+        "leave-running woke a stopped process: {}",
+        w.state()
+    );
+    let n = lines(&out).len();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(lines(&out).len(), n, "the stopped process ran");
+    // SAFETY: kill our own child.
+    unsafe { libc::kill(w.pid, libc::SIGKILL) };
+    w.wait_gone();
+
+    let stub = Stub::spawn().unwrap();
+    restore(&img, stub.pid, &RestoreOptions::default()).expect("restore");
+    let c = Child::adopt(stub.release());
+    assert!(
+        stopped(&c),
+        "restored process is not stopped: {}",
+        c.state()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(lines(&out).len(), n, "the restored stopped process ran");
+    // SAFETY: continue our own child.
+    unsafe { libc::kill(c.pid, libc::SIGCONT) };
+    let l = wait_for(&out, "lines after SIGCONT", T, |l| l.len() >= n + 5);
+    assert_consecutive(&l);
+}
