@@ -250,13 +250,32 @@ fn refuse_zombie(pid: i32) -> Result<()> {
 /// PTRACE_SEIZE with the dump's options (SUSPEND_SECCOMP when allowed).
 fn seize_one(tid: i32) -> Result<()> {
     let with = ptrace::OPT_TRACESYSGOOD | ptrace::OPT_SUSPEND_SECCOMP;
-    match ptrace::seize(tid, with) {
+    let r = match ptrace::seize(tid, with) {
         Err(Error::Ptrace {
             errno: Errno::EPERM,
             ..
         }) => ptrace::seize(tid, ptrace::OPT_TRACESYSGOOD),
         r => r,
+    };
+    // A thread already traced by someone else (a debugger): say so.
+    if let Err(Error::Ptrace {
+        errno: Errno::EPERM,
+        ..
+    }) = r
+    {
+        let tracer = proc::Status::read(format!("/proc/{tid}/status"))
+            .and_then(|s| s.ints("TracerPid"))
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0);
+        if tracer != 0 {
+            return Err(Error::Unsupported {
+                pid: tid,
+                what: format!("a thread already traced by pid {tracer}"),
+            });
+        }
     }
+    r
 }
 
 /// A frozen cgroup, thawed on drop.

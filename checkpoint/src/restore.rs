@@ -384,6 +384,8 @@ fn restore_tree(
         if let Some(place) = &l.img.memory.vdso {
             memory::restore_vdso(&mut me.inj, me.host_pid, place, vdso)?;
         }
+        // Advice before the pages: THP regions then fault in huge pages.
+        memory::restore_advice(&mut me.inj, &l.img.memory)?;
         memory::restore_pages(
             me.host_pid,
             &me.scratch.mem,
@@ -392,7 +394,6 @@ fn restore_tree(
             &l.entry.pages.name,
         )?;
         memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)?;
-        memory::restore_advice(&mut me.inj, &l.img.memory)?;
     }
     stats.memory_us = t_mem.elapsed().as_micros() as u64;
 
