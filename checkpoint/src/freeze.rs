@@ -157,7 +157,8 @@ impl Frozen {
 
     /// SIGKILLs every process (call only once the image is durable). The
     /// threads die without running another instruction; as their tracer we
-    /// reap each one, or the traced zombies would keep the group alive.
+    /// reap each one (from a background thread of this process), or the
+    /// traced zombies would keep the group alive.
     pub fn kill(mut self) {
         self.released = true;
         for p in &self.procs {
@@ -165,12 +166,15 @@ impl Frozen {
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
         // All at once: a namespace's init waits for its traced children.
+        // In the background: the dying tasks tear down their memory first
+        // (0.1–0.6 s per GiB here) and the image is already durable. If the
+        // caller exits sooner, the kernel releases the tracees itself.
         let all: Vec<i32> = self
             .procs
             .iter()
             .flat_map(|p| p.tids.iter().copied())
             .collect();
-        reap_killed(&all);
+        std::thread::spawn(move || reap_killed(&all));
     }
 }
 
