@@ -27,6 +27,10 @@ pub struct ThreadImage {
     pub regs: Regs,
     /// XSAVE area, hex.
     pub xstate: String,
+    /// Full length of the XSAVE area; `xstate` has its trailing zero bytes
+    /// (unused AVX-512 state, mostly) cut off.
+    #[serde(default)]
+    pub xstate_len: usize,
     pub sigmask: u64,
     pub rseq: Option<RseqConfig>,
     pub clear_child_tid: u64,
@@ -141,7 +145,8 @@ pub fn dump(
     Ok(ThreadImage {
         tid: ns_tid,
         regs,
-        xstate: hex(&xstate),
+        xstate: hex(&xstate[..xstate.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)]),
+        xstate_len: xstate.len(),
         sigmask: inj.saved_mask(),
         rseq,
         clear_child_tid,
@@ -223,8 +228,11 @@ pub fn restore_in_thread(
 
 /// Final state set from outside, just before detaching.
 pub fn set_final_state(host_tid: i32, t: &ThreadImage) -> Result<()> {
-    let xstate = unhex(&t.xstate)
+    let mut xstate = unhex(&t.xstate)
         .ok_or_else(|| Error::restore(host_tid, format!("thread {}: bad xstate", t.tid)))?;
+    if xstate.len() < t.xstate_len {
+        xstate.resize(t.xstate_len, 0);
+    }
     ptrace::set_xstate(host_tid, &xstate)?;
     let mut regs = t.regs;
     regs.orig_rax = u64::MAX;
