@@ -21,7 +21,7 @@ use crate::error::{Result, RuntimeError};
 pub fn capture(rootfs: &Path, since: SystemTime, out: &Path) -> Result<usize> {
     let since = since
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let file = std::fs::File::create(out).map_err(|e| RuntimeError::io(out, e))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
@@ -42,7 +42,8 @@ pub fn capture(rootfs: &Path, since: SystemTime, out: &Path) -> Result<usize> {
                 continue;
             }
             let rel = path.strip_prefix(rootfs).unwrap_or(&path);
-            let changed = meta.ctime() >= since;
+            let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
+            let changed = ctime >= since;
             let kind = meta.file_type();
             if changed && (kind.is_file() || kind.is_dir() || kind.is_symlink()) {
                 if kind.is_dir() {
