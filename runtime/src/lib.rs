@@ -11,6 +11,7 @@ pub mod notify;
 pub mod rootfs_diff;
 pub mod store;
 pub mod timens;
+pub mod tmpfs;
 pub mod verbs;
 
 pub use error::{Result, RuntimeError};

@@ -563,3 +563,64 @@ fn a_bad_archive_is_refused_before_anything_is_created() {
         .to_string_lossy()
         .starts_with('.')));
 }
+
+#[test]
+fn tmpfs_contents_travel_with_the_container() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/scratch/count"]);
+    bundle.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/scratch",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777", "size=16m"]
+        }));
+    });
+    std::fs::create_dir_all(bundle.rootfs().join("scratch")).unwrap();
+    let id = g.id("tmpfs");
+    g.start_detached_null(&bundle, &id);
+    let read_count = |id: &str| -> Vec<u64> {
+        let out = g.run(&["exec", id, "cat", "/scratch/count"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    wait_for("ticks", Duration::from_secs(10), || {
+        (read_count(&id).len() >= 5).then_some(())
+    });
+    g.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "mkdir -p /scratch/d && echo kept > /scratch/d/f",
+    ]);
+    // The tmpfs is the container's own: nothing of it is in the bundle.
+    assert!(!bundle.rootfs().join("scratch/count").exists());
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    let id2 = g.id("tmpfs-restored");
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    let numbers = wait_for(
+        "counter continues in the tmpfs",
+        Duration::from_secs(10),
+        || {
+            let n = read_count(&id2);
+            (n.len() >= 15).then_some(n)
+        },
+    );
+    assert!(
+        numbers.iter().enumerate().all(|(i, &n)| n == i as u64),
+        "the file came back whole and the counter continued: {numbers:?}"
+    );
+    assert_eq!(g.ok(&["exec", &id2, "cat", "/scratch/d/f"]), "kept\n");
+}

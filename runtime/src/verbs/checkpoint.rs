@@ -95,26 +95,55 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         serde_json::to_vec(&spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
     let timens_bytes = serde_json::to_vec(&crate::timens::read(init)?)
         .map_err(|e| RuntimeError::io(crate::timens::TIMENS_DUMP, e.into()))?;
+    let mut extra_files = vec![
+        (SPEC_DUMP.to_string(), spec_bytes),
+        (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
+    ];
+    let freezer = freezer_dir(init);
+
+    // tmpfs contents are read with the container frozen, so that they match
+    // the processes' state; the dumper's own freeze then finds it frozen.
+    let scratch = crate::tmpfs::scratch_mounts(&spec);
+    let pre_frozen = match (&freezer, scratch.is_empty()) {
+        (Some(cgroup), false) => {
+            crate::tmpfs::set_frozen(cgroup, true)?;
+            Some(cgroup.clone())
+        }
+        _ => None,
+    };
+    let thaw = |frozen: &Option<std::path::PathBuf>| {
+        if let Some(cgroup) = frozen {
+            let _ = crate::tmpfs::set_frozen(cgroup, false);
+        }
+    };
+    if !scratch.is_empty() {
+        match crate::tmpfs::capture(init, &scratch) {
+            Ok(bytes) => extra_files.push((crate::tmpfs::TMPFS_DUMP.to_string(), bytes)),
+            Err(e) => {
+                thaw(&pre_frozen);
+                return Err(e);
+            }
+        }
+    }
 
     let stats = godwit_checkpoint::dump(
         &pids,
         image,
         &godwit_checkpoint::DumpOptions {
             leave_running: args.leave_running,
-            extra_files: vec![
-                (SPEC_DUMP.to_string(), spec_bytes),
-                (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
-            ],
+            extra_files,
             // The init's stdio belongs to whoever ran the container; restore
             // reconnects it to its own (as runc does with its descriptors).
             external_stdio: true,
-            freeze_cgroup: freezer_dir(init),
+            freeze_cgroup: freezer,
             ..Default::default()
         },
     );
     let stats = match stats {
         Ok(stats) => stats,
         Err(e) => {
+            // Never leave the container frozen behind a failed dump.
+            thaw(&pre_frozen);
             // The dumper left the processes running; leave no partial image.
             if !existed {
                 let _ = std::fs::remove_dir_all(image);

@@ -334,6 +334,14 @@ fn rebuild(
     })?;
     kill(pid, Signal::SIGSTOP).map_err(|e| RuntimeError::sys(format!("stop stub {pid}"), e))?;
     wait_stopped(pid.as_raw())?;
+    // The stub's tmpfs mounts are fresh: refill them before the processes,
+    // which may hold files there open, are rebuilt.
+    let tmpfs = image.join(crate::tmpfs::TMPFS_DUMP);
+    match std::fs::read(&tmpfs) {
+        Ok(bytes) => crate::tmpfs::restore(pid.as_raw(), bytes)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(RuntimeError::io(&tmpfs, e)),
+    }
     let opts = godwit_checkpoint::RestoreOptions {
         // The stub inherited our stdio: the workload's stdio becomes ours.
         inherit_stdio: true,

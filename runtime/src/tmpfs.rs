@@ -1,0 +1,164 @@
+//! Contents of the container's own tmpfs mounts (the scratch space a spec
+//! gives a workload, e.g. /tmp or /scratch), which die with the container's
+//! mount namespace and so must travel in the image.
+//!
+//! Both sides work inside the container's mount namespace — a forked child of
+//! godwit joins it with setns — so paths resolve as the workload sees them
+//! and nothing can be written outside it. At checkpoint the contents are read
+//! while the container is frozen; at restore they are written into the
+//! stub's fresh tmpfs before the processes (which may hold files there open)
+//! are rebuilt.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use crate::error::{Result, RuntimeError};
+
+/// File in the image holding the tmpfs contents (entry paths are the mount
+/// destinations without their leading slash).
+pub const TMPFS_DUMP: &str = "tmpfs.tar";
+
+/// The spec's tmpfs mounts that hold workload data (not /dev, /sys and the
+/// like, which the runtime recreates).
+pub fn scratch_mounts(spec: &Spec) -> Vec<PathBuf> {
+    spec.mounts()
+        .as_ref()
+        .map(|mounts| {
+            mounts
+                .iter()
+                .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+                .map(|m| m.destination().clone())
+                .filter(|d| {
+                    !d.starts_with("/dev") && !d.starts_with("/sys") && !d.starts_with("/proc")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs `work` in a forked child that joined `pid`'s mount namespace; returns
+/// the bytes it produced.
+fn in_mount_ns(
+    pid: i32,
+    what: &str,
+    work: impl FnOnce() -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    let ns_path = format!("/proc/{pid}/ns/mnt");
+    let ns = std::fs::File::open(&ns_path).map_err(|e| RuntimeError::io(&ns_path, e))?;
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| RuntimeError::sys("pipe", e))?;
+    // SAFETY: godwit is single-threaded here; the child only does file I/O
+    // and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| RuntimeError::sys("fork", e))? {
+        nix::unistd::ForkResult::Child => {
+            drop(read_end);
+            let mut out = std::fs::File::from(write_end);
+            let result = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(std::io::Error::from)
+                .and_then(|_| std::env::set_current_dir("/"))
+                .and_then(|_| work());
+            let code = match result {
+                Ok(bytes) => {
+                    if out.write_all(&bytes).is_ok() {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => {
+                    let _ = out.write_all(format!("error: {e}").as_bytes());
+                    2
+                }
+            };
+            // SAFETY: leaving the forked child without running destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut bytes = Vec::new();
+            let mut input = std::fs::File::from(read_end);
+            let read = input.read_to_end(&mut bytes);
+            let status = nix::sys::wait::waitpid(child, None)
+                .map_err(|e| RuntimeError::sys(format!("wait for {what} helper"), e))?;
+            read.map_err(|e| RuntimeError::io(&ns_path, e))?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(bytes),
+                _ => Err(RuntimeError::Unsupported {
+                    flag: "tmpfs",
+                    reason: format!(
+                        "{what} in the mount namespace of pid {pid} failed: {}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// A tar of the tmpfs mounts `dests` as the process `pid` sees them.
+pub fn capture(pid: i32, dests: &[PathBuf]) -> Result<Vec<u8>> {
+    let dests = dests.to_vec();
+    in_mount_ns(pid, "reading tmpfs contents", move || {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        for dest in &dests {
+            let rel = dest.strip_prefix("/").unwrap_or(dest);
+            if dest.is_dir() {
+                tar.append_dir_all(rel, dest)?;
+            }
+        }
+        tar.into_inner()
+    })
+}
+
+/// Writes a [`capture`]d tar into the tmpfs mounts of the stub `pid`.
+pub fn restore(pid: i32, tar_bytes: Vec<u8>) -> Result<()> {
+    in_mount_ns(pid, "writing tmpfs contents", move || {
+        let mut archive = tar::Archive::new(std::io::Cursor::new(tar_bytes));
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        // unpack_in refuses entries that would land outside "/" of this
+        // (the container's) namespace: `..`, absolute paths.
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if !entry.unpack_in("/")? {
+                return Err(std::io::Error::other(format!(
+                    "tmpfs entry {:?} points outside the container",
+                    entry.path().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(Vec::new())
+    })
+    .map(|_| ())
+}
+
+/// Freezes or thaws a cgroup through its freezer (v1 freezer.state or v2
+/// cgroup.freeze), waiting until a freeze has taken.
+pub fn set_frozen(cgroup: &Path, frozen: bool) -> Result<()> {
+    let v1 = cgroup.join("freezer.state");
+    let (file, value) = if v1.exists() {
+        (v1, if frozen { "FROZEN" } else { "THAWED" })
+    } else {
+        (cgroup.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+    };
+    std::fs::write(&file, value).map_err(|e| RuntimeError::io(&file, e))?;
+    if frozen && file.ends_with("freezer.state") {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(&file)
+            .map(|s| s.trim() != "FROZEN")
+            .unwrap_or(false)
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(RuntimeError::Unsupported {
+                    flag: "checkpoint",
+                    reason: format!("{} did not reach FROZEN within 5 s", file.display()),
+                });
+            }
+            std::fs::write(&file, value).map_err(|e| RuntimeError::io(&file, e))?;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
