@@ -109,3 +109,28 @@ pub fn unpin_current() {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
     }
 }
+
+/// Pins a task (any tid, e.g. a tracee being injected into) to `cpu`,
+/// putting its own affinity back on drop.
+pub struct PinnedTask {
+    tid: i32,
+    old: Option<libc::cpu_set_t>,
+}
+
+impl PinnedTask {
+    pub fn new(tid: i32, cpu: Option<usize>) -> PinnedTask {
+        let old = cpu.and_then(|c| {
+            let old = get_affinity(tid)?;
+            set_affinity(tid, &one_cpu(c)).then_some(old)
+        });
+        PinnedTask { tid, old }
+    }
+}
+
+impl Drop for PinnedTask {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            set_affinity(self.tid, old);
+        }
+    }
+}

@@ -286,6 +286,11 @@ fn dump_process(
     let seccomp = crate::seccomp::dump(pid, host_tids)?;
     let vdso_insn = memory::vdso_syscall_insn(pid, &maps)?;
     let leader = host_tids[0];
+    // Injection runs with us and the injected thread on one CPU (no
+    // migration per stop); every pin is undone on drop.
+    let mut me = crate::boost::Boost::new();
+    let cpu = me.pin();
+    let _leader_pin = crate::boost::PinnedTask::new(leader, cpu);
     let mut inj = Injector::new(leader, Gadget::Syscall(vdso_insn))?;
     let addr = inj.syscall(
         "mmap(scratch)",
@@ -319,10 +324,13 @@ fn dump_process(
         let mut threads = Vec::with_capacity(host_tids.len());
         threads.push(threads::dump(pid, leader, ns_tids[0], &mut inj, &scratch)?);
         for (&tid, &ns_tid) in host_tids.iter().zip(ns_tids).skip(1) {
+            let _pin = crate::boost::PinnedTask::new(tid, cpu);
             let mut t_inj = Injector::new(tid, Gadget::SyscallTrap(addr + GADGET_OFF))?;
             threads.push(threads::dump(pid, tid, ns_tid, &mut t_inj, &scratch)?);
             t_inj.finish()?;
         }
+        // Page copying uses both CPUs: unpin ourselves for it.
+        crate::boost::unpin_current();
         let mm = memory::dump_mm(pid, brk)?;
         let memory = memory::dump(pid, &maps, mm, pages)?;
         Ok(ProcessImage {
