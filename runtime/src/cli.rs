@@ -95,6 +95,76 @@ pub enum Command {
     Checkpoint(Checkpoint),
     /// Restore a container from a checkpoint.
     Restore(Restore),
+    /// Dump or restore any process tree (not a container) with the embedded dumper.
+    #[command(subcommand)]
+    Process(ProcessCommand),
+}
+
+/// `godwit process dump|restore`: the dumper on an ordinary process tree, in
+/// the current namespaces (CRIU's `dump -t PID` / `restore`).
+#[derive(Subcommand, Debug)]
+pub enum ProcessCommand {
+    /// Dump PID and all its descendants (threads included) into --image-path.
+    Dump(ProcessDump),
+    /// Restore a dumped process tree with its original pids.
+    Restore(ProcessRestore),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProcessDump {
+    /// Root of the tree to dump (its descendants are dumped with it).
+    #[arg(short = 't', long)]
+    pub pid: i32,
+    /// Directory to write the image into (created; must be empty if it exists).
+    #[arg(long)]
+    pub image_path: PathBuf,
+    /// Leave the processes running after the dump.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// The tree is a shell's job: its session and terminal lie outside it; the
+    /// root's stdio is recorded as external and reconnected at restore.
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Refused: established TCP connections are not carried.
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Refused: unix sockets connected outside the tree are not supported.
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Refused: file locks are not dumped.
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProcessRestore {
+    /// Directory holding the image.
+    #[arg(long)]
+    pub image_path: PathBuf,
+    /// Return once the tree runs (it is left to the nearest subreaper).
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the restored root's pid to this file.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Reconnect the stdio of a tree dumped with --shell-job to ours.
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Refused: established TCP connections are not carried.
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Refused: unix sockets connected outside the tree are not supported.
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Refused: file locks are not restored.
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// runc's checkpoint flags. Each is honoured or refused with a message naming it.

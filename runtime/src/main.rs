@@ -55,6 +55,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_json(&verbs::features::features()?)?;
             return Ok(0);
         }
+        // Any process tree, no container: no state root either.
+        Command::Process(cmd) => return Ok(verbs::process::process(cmd)?),
         _ => {}
     }
     let root = StateRoot::open(&global.root)
@@ -111,7 +113,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tracing::info!(?stats, "checkpoint statistics");
         }
         Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
-        Command::Spec(_) | Command::Features => unreachable!("handled above"),
+        Command::Spec(_) | Command::Features | Command::Process(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(0)
 }

@@ -10,6 +10,7 @@ pub mod features;
 pub mod kill;
 pub mod list;
 pub mod pause;
+pub mod process;
 pub mod ps;
 pub mod restore;
 pub mod run;
