@@ -104,8 +104,6 @@ pub fn job_stopped(pid: i32) -> Result<bool> {
 
 pub fn dump(pid: i32) -> Result<TaskImage> {
     let st = Status::of_pid(pid)?;
-    let ids =
-        |k: &str| -> Result<Vec<u32>> { Ok(st.ints(k)?.into_iter().map(|v| v as u32).collect()) };
     let pers = proc::read_string(format!("/proc/{pid}/personality"))?;
     let personality = u64::from_str_radix(pers.trim(), 16)
         .map_err(|_| Error::parse(format!("/proc/{pid}/personality"), pers.trim()))?;
@@ -122,17 +120,24 @@ pub fn dump(pid: i32) -> Result<TaskImage> {
         umask: st.octal("Umask")?,
         personality,
         rlimits,
-        creds: Creds {
-            uids: ids("Uid")?,
-            gids: ids("Gid")?,
-            groups: ids("Groups").unwrap_or_default(),
-            cap_inh: st.hex("CapInh")?,
-            cap_prm: st.hex("CapPrm")?,
-            cap_eff: st.hex("CapEff")?,
-            cap_bnd: st.hex("CapBnd")?,
-            cap_amb: st.hex("CapAmb")?,
-            no_new_privs: st.get("NoNewPrivs")? == "1",
-        },
+        creds: creds_of(&st)?,
+    })
+}
+
+/// Credentials as /proc/PID/status shows them.
+pub fn creds_of(st: &Status) -> Result<Creds> {
+    let ids =
+        |k: &str| -> Result<Vec<u32>> { Ok(st.ints(k)?.into_iter().map(|v| v as u32).collect()) };
+    Ok(Creds {
+        uids: ids("Uid")?,
+        gids: ids("Gid")?,
+        groups: ids("Groups").unwrap_or_default(),
+        cap_inh: st.hex("CapInh")?,
+        cap_prm: st.hex("CapPrm")?,
+        cap_eff: st.hex("CapEff")?,
+        cap_bnd: st.hex("CapBnd")?,
+        cap_amb: st.hex("CapAmb")?,
+        no_new_privs: st.get("NoNewPrivs")? == "1",
     })
 }
 
