@@ -682,3 +682,52 @@ fn credcheck_credentials_and_attributes() {
         1,
     );
 }
+
+/// Without --detach the restoring godwit is the root's parent: it forwards
+/// signals to it and exits with its status (128+15 for SIGTERM).
+#[test]
+fn foreground_restore_forwards_signals_and_exits_with_the_status() {
+    let dir = scratch("foreground");
+    let count = dir.path().join("count");
+    let mut procs = Procs(Vec::new());
+    let pid = start_orphan(dir.path(), "counter", &["10", s(&count)]);
+    procs.add(pid);
+    wait_for("ticks", Duration::from_secs(10), || last_n(&count));
+    let image = dir.path().join("image");
+    ok(&[
+        "process",
+        "dump",
+        "--pid",
+        &pid.to_string(),
+        "--image-path",
+        s(&image),
+    ]);
+    assert_gone(&[pid]);
+    let at_dump = last_n(&count).expect("ticks");
+    let mut restorer = Command::new(godwit_bin())
+        .args(["process", "restore", "--image-path", s(&image)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn godwit");
+    let godwit_pid = restorer.id() as i32;
+    wait_for("counter continues", Duration::from_secs(20), || {
+        last_n(&count).filter(|&n| n >= at_dump + 5)
+    });
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_string()));
+    assert_eq!(
+        ppid,
+        Some(godwit_pid.to_string()),
+        "the restorer is the parent"
+    );
+    // SAFETY: kill(2) of the godwit this test started.
+    unsafe { libc::kill(godwit_pid, libc::SIGTERM) };
+    let status = restorer.wait().expect("wait godwit");
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(!alive(pid));
+    assert_continuous(&count);
+}
