@@ -3,7 +3,8 @@
 //! exit.
 
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim::api::Status;
@@ -32,6 +33,8 @@ pub struct Process {
     pub spec: Option<PathBuf>,
     state: Mutex<State>,
     exited: Condvar,
+    /// Set with the exit; read by the pty copier without taking any lock.
+    pub exited_flag: Arc<AtomicBool>,
     pub io: Mutex<Option<ProcessIo>>,
 }
 
@@ -61,6 +64,7 @@ impl Process {
                 exit: None,
             }),
             exited: Condvar::new(),
+            exited_flag: Arc::new(AtomicBool::new(false)),
             io: Mutex::new(None),
         }
     }
@@ -109,6 +113,7 @@ impl Process {
         };
         state.exit = Some(exit.clone());
         state.status = Status::STOPPED;
+        self.exited_flag.store(true, Ordering::Release);
         self.exited.notify_all();
         Some(exit)
     }

@@ -45,6 +45,9 @@ struct TaskEntry {
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     rootfs_mounted: bool,
+    /// Serialises runtime calls on this container: libcontainer rewrites
+    /// state.json in place, and a concurrent load would read it half-written.
+    ops: Mutex<()>,
 }
 
 struct Inner {
@@ -123,11 +126,11 @@ fn attach(
     console: Option<ConsoleSocket>,
 ) -> Result<()> {
     let io = match (pending, console) {
-        (Some(pending), _) => pending.start(name, None),
+        (Some(pending), _) => pending.start(name, None, process.exited_flag.clone()),
         (None, Some(socket)) => {
             let master = socket.receive()?;
             let (pending, master) = PendingIo::terminal(&process.paths, master)?;
-            pending.start(name, Some(master))
+            pending.start(name, Some(master), process.exited_flag.clone())
         }
         (None, None) => return Ok(()),
     };
@@ -256,6 +259,7 @@ impl Inner {
                     init: process.clone(),
                     execs: Mutex::new(HashMap::new()),
                     rootfs_mounted,
+                    ops: Mutex::new(()),
                 }),
             );
             Ok(pid)
@@ -304,6 +308,7 @@ impl Inner {
 
     fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
         let (task, process) = self.process(&req.id, &req.exec_id)?;
+        let _ops = lock(&task.ops);
         if process.status() != Status::CREATED {
             return Err(ShimError::WrongState {
                 id: req.id.clone(),
@@ -393,6 +398,7 @@ impl Inner {
 
     fn kill(&self, req: api::KillRequest) -> Result<()> {
         let (task, process) = self.process(&req.id, &req.exec_id)?;
+        let _ops = lock(&task.ops);
         let signal = i32::try_from(req.signal)
             .ok()
             .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
@@ -434,6 +440,7 @@ impl Inner {
 
     fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
         let (task, process) = self.process(&req.id, &req.exec_id)?;
+        let _ops = lock(&task.ops);
         if matches!(process.status(), Status::RUNNING | Status::PAUSED) {
             return Err(ShimError::WrongState {
                 id: req.id.clone(),
@@ -566,6 +573,7 @@ impl Inner {
 
     fn pause(&self, req: api::PauseRequest) -> Result<()> {
         let task = self.task(&req.id)?;
+        let _ops = lock(&task.ops);
         verbs::pause::pause(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
         task.init.set_status(Status::PAUSED);
         self.publish(TaskPaused {
@@ -577,6 +585,7 @@ impl Inner {
 
     fn resume(&self, req: api::ResumeRequest) -> Result<()> {
         let task = self.task(&req.id)?;
+        let _ops = lock(&task.ops);
         verbs::pause::resume(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
         task.init.set_status(Status::RUNNING);
         self.publish(TaskResumed {
@@ -588,6 +597,7 @@ impl Inner {
 
     fn pids(&self, req: api::PidsRequest) -> Result<api::PidsResponse> {
         let task = self.task(&req.id)?;
+        let _ops = lock(&task.ops);
         let pids =
             verbs::ps::pids(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
         let execs: HashMap<i32, String> = lock(&task.execs)
@@ -623,6 +633,7 @@ impl Inner {
 
     fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
         let task = self.task(&req.id)?;
+        let _ops = lock(&task.ops);
         let resources: oci_spec::runtime::LinuxResources = match req.resources.as_ref() {
             Some(any) if !any.value.is_empty() => serde_json::from_slice(&any.value)
                 .map_err(|e| ShimError::invalid("resources", e.to_string()))?,
@@ -658,6 +669,7 @@ impl Inner {
 
     fn stats(&self, req: api::StatsRequest) -> Result<api::StatsResponse> {
         let task = self.task(&req.id)?;
+        let _ops = lock(&task.ops);
         let container = task
             .root
             .load(&task.id)

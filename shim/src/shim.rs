@@ -61,6 +61,10 @@ impl Shim for GodwitShim {
             Err(e) => log::warn!("open state root {}: {e}", root.display()),
         }
         crate::rootfs::unmount(&self.bundle);
+        // The dead daemon's socket (containerd only removes the bundle).
+        if let Ok(address) = std::fs::read_to_string(self.bundle.join("address")) {
+            let _ = std::fs::remove_file(address.trim().trim_start_matches("unix://"));
+        }
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
             exited_at: MessageField::some(crate::process::now()),

@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -132,8 +133,10 @@ impl PendingIo {
         Ok((pending, master))
     }
 
-    /// Starts the copy threads; `console` is kept for resize.
-    pub fn start(self, name: &str, console: Option<File>) -> ProcessIo {
+    /// Starts the copy threads; `console` is kept for resize. `exited` is set
+    /// once the process has exited (a pty master's EIO alone is not the end).
+    pub fn start(self, name: &str, console: Option<File>, exited: Arc<AtomicBool>) -> ProcessIo {
+        let terminal = console.is_some();
         let io = ProcessIo {
             console,
             ..ProcessIo::default()
@@ -148,8 +151,9 @@ impl PendingIo {
         for (reader, fifo) in self.outputs {
             *lock(&io.pending.0) += 1;
             let pending = io.pending.clone();
+            let exited = terminal.then(|| exited.clone());
             spawn(format!("output {name}"), move || {
-                copy_output(File::from(reader), fifo);
+                copy_output(File::from(reader), fifo, exited);
                 let (count, cond) = &*pending;
                 *lock(count) -= 1;
                 cond.notify_all();
@@ -203,15 +207,29 @@ fn copy_stdin(path: &str, target: &Mutex<Option<File>>) {
     lock(target).take();
 }
 
-fn copy_output(mut reader: File, mut fifo: File) {
+/// Copies until EOF. For a pty master (`exited` given), EIO means "no slave
+/// open right now", seen both before the process has its terminal and while
+/// its last output is still in flight: the copy ends only at an EIO after
+/// the process has exited, with one last look for late bytes.
+fn copy_output(mut reader: File, mut fifo: File, exited: Option<Arc<AtomicBool>>) {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut last_look = false;
     loop {
         let n = match reader.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
+            Ok(n) if n > 0 => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            // A pty master reads EIO once the last slave fd is closed.
-            Err(_) => return,
+            _ => match &exited {
+                Some(flag) if !flag.load(Ordering::Acquire) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                Some(_) if !last_look => {
+                    last_look = true;
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                _ => return,
+            },
         };
         if let Err(e) = fifo.write_all(&buf[..n]) {
             log::warn!("write output fifo: {e}");

@@ -191,6 +191,23 @@ fn detached_task_exec_ps_metrics_pause_resume_kill_delete() {
     );
 }
 
+/// Runs a shell command line with a terminal, as an interactive user would:
+/// script(1) gives it a pty. script's stdin stays open until it is done, since
+/// on EOF script may hang up the terminal before the command has finished.
+fn in_pty(command: &str) -> std::process::Output {
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) (bsdutils)");
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().expect("wait for script");
+    drop(stdin);
+    out
+}
+
 #[test]
 fn terminal_run_gets_a_pty() {
     let c = Containerd::start("tty");
@@ -200,11 +217,7 @@ fn terminal_run_gets_a_pty() {
         c.address().display(),
         c.ns
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &ctr, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script(1) (bsdutils)");
+    let out = in_pty(&ctr);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("/dev/pts/"), "no pty: {stdout:?}");
     assert!(stdout.contains("hi-tty"), "{stdout:?}");
@@ -234,11 +247,7 @@ fn terminal_run_gets_a_pty() {
         c.address().display(),
         c.ns
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &exec, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script(1) (bsdutils)");
+    let out = in_pty(&exec);
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("/dev/pts/") && stdout.contains("in-exec"),
@@ -281,10 +290,17 @@ fn task_survives_containerd_restart() {
         "echo still-here",
     ]);
     assert_eq!(out, "still-here\n");
-    // The exit is reported to the new containerd (the shim reconnects).
+    // The exit reaches the new containerd as an event (the shim reconnects).
+    let events = EventLog::start(&c);
     c.ok(&["task", "kill", "-s", "KILL", id]);
     c.wait_status(id, "STOPPED");
     c.ok(&["task", "delete", id]);
+    let log = events.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains(id)),
+        "no /tasks/exit after the restart:\n{log}"
+    );
     c.ok(&["containers", "rm", id]);
 }
 
