@@ -434,15 +434,27 @@ fn pid_taken(tid: i32) -> bool {
     Path::new(&format!("/proc/{tid}")).exists()
 }
 
-/// Waits until every pid and thread id of the image is free, up to `deadline`.
+/// How long a pid may be held by a live (not dead or zombie) process before
+/// the restore stops waiting for it: a killed process is a zombie within ms.
+const LIVE_HOLDER_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until every pid and thread id of the image is free, up to `deadline`
+/// (or [`LIVE_HOLDER_WAIT`] when a live process holds one).
 fn wait_pids_free(ids: &[i32], deadline: Instant) -> Result<()> {
+    let start = Instant::now();
     loop {
         let taken = ids.iter().copied().find(|&t| pid_taken(t));
-        match taken {
-            None => return Ok(()),
-            Some(t) if Instant::now() >= deadline => return Err(pid_in_use(t)),
-            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        let Some(t) = taken else {
+            return Ok(());
+        };
+        let state = std::fs::read_to_string(format!("/proc/{t}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(") ").and_then(|i| s[i + 2..].chars().next()));
+        let live = !matches!(state, None | Some('Z') | Some('X'));
+        if Instant::now() >= deadline || (live && start.elapsed() >= LIVE_HOLDER_WAIT) {
+            return Err(pid_in_use(t));
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
