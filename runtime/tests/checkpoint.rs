@@ -624,3 +624,33 @@ fn tmpfs_contents_travel_with_the_container() {
     );
     assert_eq!(g.ok(&["exec", &id2, "cat", "/scratch/d/f"]), "kept\n");
 }
+
+#[test]
+fn restored_workload_keeps_default_signal_dispositions() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("sigdfl");
+    g.start_detached_null(&bundle, &id);
+    wait_for("ticks", Duration::from_secs(10), || last_count(&count));
+    let ignored = |pid: i32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("SigIgn:")).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let before = ignored(g.pid(&id));
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    let id2 = g.id("sigdfl-restored");
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    // godwit itself ignores SIGPIPE; the restored workload must not inherit that.
+    assert_eq!(ignored(g.pid(&id2)), before);
+}

@@ -29,6 +29,15 @@ struct StubExecutor;
 
 impl Executor for StubExecutor {
     fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        // The dumper restores the handlers that were caught or ignored and
+        // takes every other one to be the default, as after an exec; this
+        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE).
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // SAFETY: resetting a disposition to the default.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
+        }
         loop {
             // SAFETY: pause(2) has no preconditions; godwit stops us from outside
             // (a pid namespace's init cannot stop itself).
