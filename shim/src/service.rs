@@ -520,7 +520,8 @@ impl Inner {
             .map_err(|e| ShimError::invalid("spec", e.to_string()))?;
         let _: oci_spec::runtime::Process = godwit_runtime::bundle::parse_json(&path, text)
             .map_err(|e| ShimError::runtime(&task.id, e))?;
-        let process = {
+        {
+            // Registered now, run at Start (containerd's exec protocol).
             let mut execs = lock(&task.execs);
             if execs.contains_key(&req.exec_id) {
                 return Err(ShimError::AlreadyExists {
@@ -528,15 +529,13 @@ impl Inner {
                 });
             }
             std::fs::write(&path, &spec.value).map_err(|e| ShimError::io(&path, e))?;
-            let process = Arc::new(Process::new(
+            let process = Process::new(
                 &req.exec_id,
                 paths(&req.stdin, &req.stdout, &req.stderr, req.terminal),
                 Some(path),
-            ));
-            execs.insert(req.exec_id.clone(), process.clone());
-            process
-        };
-        drop(process);
+            );
+            execs.insert(req.exec_id.clone(), Arc::new(process));
+        }
         self.publish(TaskExecAdded {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
