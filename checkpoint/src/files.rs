@@ -23,6 +23,12 @@ pub enum FdKind {
     Path {
         path: String,
         pos: u64,
+        /// Size and modification time of a regular file at the dump, so that
+        /// a restore onto the same machine can tell the file changed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtime_ns: Option<i128>,
     },
     Pipe(PipeEnd),
     EventFd(crate::eventfd::EventFdImage),
@@ -93,9 +99,14 @@ const KINDS: &[FdKindEntry] = &[
                 && (t.is_file() || t.is_dir() || t.is_char_device())
         },
         dump: |c, _| {
+            use std::os::unix::fs::MetadataExt;
+            let regular = c.meta.file_type().is_file();
             Ok(FdKind::Path {
                 path: c.link.to_string(),
                 pos: c.pos,
+                size: regular.then_some(c.meta.len()),
+                mtime_ns: regular
+                    .then(|| c.meta.mtime() as i128 * 1_000_000_000 + c.meta.mtime_nsec() as i128),
             })
         },
     },
@@ -356,7 +367,7 @@ impl<'a> FileTable<'a> {
                     )?;
                     sys::move_fd(inj, tmp, f.fd, f.cloexec)?;
                 }
-                FdKind::Path { path, pos } => {
+                FdKind::Path { path, pos, .. } => {
                     let flags =
                         f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
                     let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;

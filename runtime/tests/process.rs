@@ -745,3 +745,56 @@ fn foreground_restore_forwards_signals_and_exits_with_the_status() {
     assert!(!alive(pid));
     assert_continuous(&count);
 }
+
+/// A file the tree had open changed after the dump (size, then only mtime):
+/// restore refuses before creating anything, naming the file and what changed.
+#[test]
+fn changed_file_is_refused_before_anything_is_created() {
+    let dir = scratch("changed");
+    let count = dir.path().join("count");
+    let mut procs = Procs(Vec::new());
+    let pid = start_orphan(dir.path(), "counter", &["10", s(&count)]);
+    procs.add(pid);
+    wait_for("ticks", Duration::from_secs(10), || last_n(&count));
+    let image = dir.path().join("image");
+    ok(&[
+        "process",
+        "dump",
+        "--pid",
+        &pid.to_string(),
+        "--image-path",
+        s(&image),
+    ]);
+    assert_gone(&[pid]);
+    let original = std::fs::read(&count).unwrap();
+    let pid_file = dir.path().join("pid");
+    let restore = [
+        "process",
+        "restore",
+        "--detach",
+        "--image-path",
+        s(&image),
+        "--pid-file",
+        s(&pid_file),
+    ];
+    // Grown by someone else.
+    std::fs::write(&count, [original.as_slice(), b"999\n"].concat()).unwrap();
+    let err = fails(&restore);
+    assert!(
+        err.contains(&format!("pid {pid} fd 3: {}", count.display())),
+        "{err}"
+    );
+    assert!(err.contains("size"), "{err}");
+    // Same size, other content: the modification time tells.
+    let mut same_size = original.clone();
+    if let Some(b) = same_size.first_mut() {
+        *b = b'9';
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&count, &same_size).unwrap();
+    let err = fails(&restore);
+    assert!(err.contains("modified since the dump"), "{err}");
+    assert!(!pid_file.exists());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(pid), "nothing restored at pid {pid}");
+}

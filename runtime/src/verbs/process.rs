@@ -367,13 +367,43 @@ fn check_image(reader: &ImageReader, shell_job: bool) -> Result<()> {
             .map_err(|err| failed("process restore", err))?;
         for f in &img.files.fds {
             match &f.kind {
-                FdKind::Path { path, .. } => {
-                    if let Err(err) = std::fs::metadata(path) {
+                FdKind::Path {
+                    path,
+                    size,
+                    mtime_ns,
+                    ..
+                } => {
+                    let meta = match std::fs::metadata(path) {
+                        Ok(meta) => meta,
+                        Err(err) => {
+                            return Err(RuntimeError::Unsupported {
+                                flag: "process restore",
+                                reason: format!(
+                                    "pid {} fd {}: {path}: {err} (the file was open at the dump \
+                                     and must exist at the same path)",
+                                    e.pid, f.fd
+                                ),
+                            })
+                        }
+                    };
+                    use std::os::unix::fs::MetadataExt;
+                    let now_mtime =
+                        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+                    let changed = match (size, mtime_ns) {
+                        (Some(s), _) if *s != meta.len() => {
+                            Some(format!("size {} at the dump, {} now", s, meta.len()))
+                        }
+                        (_, Some(m)) if *m != now_mtime => {
+                            Some("modified since the dump (mtime differs)".to_string())
+                        }
+                        _ => None,
+                    };
+                    if let Some(what) = changed {
                         return Err(RuntimeError::Unsupported {
                             flag: "process restore",
                             reason: format!(
-                                "pid {} fd {}: {path}: {err} (the file was open at the dump and \
-                                 must exist at the same path)",
+                                "pid {} fd {}: {path}: {what}; the tree would not see the file \
+                                 it had open (put the file back as it was)",
                                 e.pid, f.fd
                             ),
                         });
@@ -617,7 +647,6 @@ pub fn restore(args: &ProcessRestore) -> Result<i32> {
     let image = args.image_path.as_path();
     // Everything is checked before anything is created.
     let reader = ImageReader::open(image).map_err(|e| failed("process restore", e))?;
-    check_image(&reader, args.shell_job)?;
     let inv = &reader.inventory;
     let root = inv.root_pid;
     let pids: Vec<i32> = inv.processes.iter().map(|e| e.pid).collect();
@@ -633,6 +662,8 @@ pub fn restore(args: &ProcessRestore) -> Result<i32> {
     let t_stub = Instant::now();
     let deadline = t_stub + PID_FREE_WAIT;
     wait_pids_free(&ids, deadline)?;
+    // Files after pids: a tree still running (its pids taken) also changes its files.
+    check_image(&reader, args.shell_job)?;
     let signals = SigSet::all();
     if !args.detach {
         // Before the root exists: its exit (SIGCHLD) must not be lost, and
