@@ -41,6 +41,10 @@ pub struct DumpOptions {
     /// The processes' cgroup (v2 directory, or v1 freezer directory): frozen
     /// while every thread is seized, so nothing forks behind our back.
     pub freeze_cgroup: Option<std::path::PathBuf>,
+    /// With `leave_running` and `freeze_cgroup`: freeze the cgroup again
+    /// before the processes are released (a paused container stays paused
+    /// without running an instruction in between).
+    pub keep_frozen: bool,
 }
 
 /// Timings in microseconds and sizes, for `stats-dump` and logs.
@@ -251,6 +255,9 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
         for &pid in &stopped {
             // SAFETY: kill(2) of a process we hold stopped.
             unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+        if let (true, Some(cgroup)) = (opts.keep_frozen, &opts.freeze_cgroup) {
+            crate::freeze::freeze_again(cgroup)?;
         }
         frozen.release()?;
     } else {

@@ -282,6 +282,18 @@ fn seize_one(tid: i32) -> Result<()> {
     r
 }
 
+/// Freezes a cgroup without waiting: the caller's processes are still in
+/// ptrace stops and enter the freezer as they are released.
+pub fn freeze_again(cgroup: &Path) -> Result<()> {
+    let v2 = cgroup.join("cgroup.freeze");
+    let (file, frozen) = if v2.exists() {
+        (v2, "1")
+    } else {
+        (cgroup.join("freezer.state"), "FROZEN")
+    };
+    std::fs::write(&file, frozen).map_err(|e| Error::io(&file, e))
+}
+
 /// A frozen cgroup, thawed on drop.
 struct CgroupFreezer {
     file: std::path::PathBuf,

@@ -654,3 +654,50 @@ fn restored_workload_keeps_default_signal_dispositions() {
     // godwit itself ignores SIGPIPE; the restored workload must not inherit that.
     assert_eq!(ignored(g.pid(&id2)), before);
 }
+
+#[test]
+fn a_paused_container_is_checkpointed_and_stays_paused() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let count = bundle.rootfs().join("tmp/count");
+    let id = g.id("paused");
+    g.start_detached_null(&bundle, &id);
+    wait_for("ticks", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n >= 3)
+    });
+    g.ok(&["pause", &id]);
+    let frozen_at = last_count(&count).unwrap();
+    // Left running: still paused afterwards, and nothing ticks.
+    let image = g.root.path().join("image-leave");
+    g.ok(&[
+        "checkpoint",
+        "--leave-running",
+        "--image-path",
+        image.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(g.status(&id), "paused");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(last_count(&count), Some(frozen_at), "still frozen");
+    // Checkpointed for good: restored, it continues from where it was paused.
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    assert!(!g.state_dir(&id).exists());
+    let id2 = g.id("paused-restored");
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    wait_for("counter continues", Duration::from_secs(10), || {
+        last_count(&count).filter(|&n| n >= frozen_at + 5)
+    });
+    assert!(counts(&count)
+        .iter()
+        .enumerate()
+        .all(|(i, &n)| n == i as u64));
+}

@@ -44,12 +44,15 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     refuse_unsupported(args)?;
     let id = args.container_id.as_str();
     let mut container = root.load(id)?;
-    if container.status() != ContainerStatus::Running {
+    // A paused container can be checkpointed too (containerd pauses a task
+    // before its Checkpoint call); it stays paused unless it is gone after.
+    let paused = container.status() == ContainerStatus::Paused;
+    if !paused && container.status() != ContainerStatus::Running {
         return Err(RuntimeError::WrongStatus {
             id: id.to_string(),
             op: "checkpoint",
             status: crate::verbs::state::status_name(container.status()),
-            hint: "only a running container can be checkpointed (resume a paused one first)",
+            hint: "only a running or paused container can be checkpointed",
         });
     }
     // With --export and no --image-path, the image is a temporary directory
@@ -86,7 +89,8 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     let spec = recorded_spec(&container)?;
     crate::notify::check_opt_out(&spec, id)?;
     let init = container.pid().map(|p| p.as_raw()).unwrap_or(0);
-    if let Some((signal, delay)) = crate::notify::notification(&spec)? {
+    // A frozen workload could not act on the notification before the dump.
+    if let Some((signal, delay)) = crate::notify::notification(&spec)?.filter(|_| !paused) {
         // Shortly before: the workload may flush or quiesce.
         crate::notify::send(init, signal)?;
         std::thread::sleep(delay);
@@ -104,7 +108,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     // tmpfs contents are read with the container frozen, so that they match
     // the processes' state; the dumper's own freeze then finds it frozen.
     let scratch = crate::tmpfs::scratch_mounts(&spec);
-    let pre_frozen = match (&freezer, scratch.is_empty()) {
+    let pre_frozen = match (&freezer, scratch.is_empty() || paused) {
         (Some(cgroup), false) => {
             crate::tmpfs::set_frozen(cgroup, true)?;
             Some(cgroup.clone())
@@ -135,10 +139,23 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             // The init's stdio belongs to whoever ran the container; restore
             // reconnects it to its own (as runc does with its descriptors).
             external_stdio: true,
-            freeze_cgroup: freezer,
+            freeze_cgroup: freezer.clone(),
+            keep_frozen: paused,
             ..Default::default()
         },
     );
+    // The dumper thaws the cgroup once every thread is seized (and, with
+    // keep_frozen, freezes it again before releasing them): a paused
+    // container behind a failed dump is frozen again here.
+    let stays = stats.is_err();
+    if let (true, true, Some(cgroup)) = (paused, stays, &freezer) {
+        if let Err(e) = crate::tmpfs::set_frozen(cgroup, true) {
+            tracing::error!(
+                id,
+                "could not pause the container again after the checkpoint: {e}"
+            );
+        }
+    }
     let stats = match stats {
         Ok(stats) => stats,
         Err(e) => {
