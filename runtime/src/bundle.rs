@@ -29,6 +29,16 @@ pub fn load(bundle: &Path) -> Result<(PathBuf, Spec)> {
     Ok((bundle_abs, spec))
 }
 
+/// The rootfs directory a spec names, relative to its bundle.
+pub fn rootfs(bundle: &Path, spec: &Spec) -> PathBuf {
+    bundle.join(
+        spec.root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| "rootfs".into()),
+    )
+}
+
 /// Parses JSON, naming the field (as a path like `process.args[0]`) that is wrong.
 pub fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     let de = &mut serde_json::Deserializer::from_str(text);

@@ -109,6 +109,13 @@ pub fn recorded_spec(container: &Container) -> Result<oci_spec::runtime::Spec> {
     crate::bundle::parse_json(&path, &text)
 }
 
+/// Records the spec a container runs with (see [`RECORDED_SPEC`]).
+pub fn record_spec(container: &Container, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let path = container.root.join(RECORDED_SPEC);
+    let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
+    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))
+}
+
 /// The cgroup manager of a container, as libcontainer created its cgroup.
 pub fn cgroup_manager(container: &Container) -> Result<AnyCgroupManager> {
     let id = container.id();

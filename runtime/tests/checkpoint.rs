@@ -7,6 +7,19 @@ use std::time::Duration;
 
 use common::*;
 
+/// `godwit restore --detach` of the image in `image` on `bundle` as `id`.
+fn restore_detached(g: &Godwit, image: &std::path::Path, bundle: &Bundle, id: &str) {
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        id,
+    ]);
+}
+
 fn counts(file: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -51,15 +64,7 @@ fn checkpointed_counter_continues_after_restore() {
     );
 
     let id2 = g.id("restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     assert_eq!(g.status(&id2), "running");
     wait_for("counter continues", Duration::from_secs(10), || {
         last_count(&count).filter(|&n| n >= at_dump + 5)
@@ -320,15 +325,7 @@ fn clocks_continue_across_a_restore() {
     // A long blackout: without a time namespace the clocks would jump by it.
     std::thread::sleep(Duration::from_millis(1500));
     let id2 = g.id("clock-restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     wait_for("ticks after restore", Duration::from_secs(10), || {
         (clock_lines(&file).len() >= before.len() + 5).then_some(())
     });
@@ -370,15 +367,7 @@ fn a_restored_container_checkpoints_again() {
         g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
         std::thread::sleep(Duration::from_millis(300));
         id = g.id("again");
-        g.ok_null(&[
-            "restore",
-            "--detach",
-            "--image-path",
-            image.to_str().unwrap(),
-            "--bundle",
-            bundle.path().to_str().unwrap(),
-            &id,
-        ]);
+        restore_detached(&g, &image, &bundle, &id);
     }
     let n = clock_lines(&file).len();
     wait_for("ticks", Duration::from_secs(10), || {
@@ -426,15 +415,7 @@ fn notifications_before_checkpoint_and_after_restore() {
     let before = notified_lines(&file);
     assert_eq!(before.last().unwrap().1, 1, "notified once before the dump");
     let id2 = g.id("notify-restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     let after = wait_for("notified after restore", Duration::from_secs(10), || {
         let lines = notified_lines(&file);
         (lines.len() > before.len() + 2).then_some(lines)
@@ -601,15 +582,7 @@ fn tmpfs_contents_travel_with_the_container() {
     let image = g.root.path().join("image");
     g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
     let id2 = g.id("tmpfs-restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     let numbers = wait_for(
         "counter continues in the tmpfs",
         Duration::from_secs(10),
@@ -642,15 +615,7 @@ fn restored_workload_keeps_default_signal_dispositions() {
     let image = g.root.path().join("image");
     g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
     let id2 = g.id("sigdfl-restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     // godwit itself ignores SIGPIPE; the restored workload must not inherit that.
     assert_eq!(ignored(g.pid(&id2)), before);
 }
@@ -684,15 +649,7 @@ fn a_paused_container_is_checkpointed_and_stays_paused() {
     g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
     assert!(!g.state_dir(&id).exists());
     let id2 = g.id("paused-restored");
-    g.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image.to_str().unwrap(),
-        "--bundle",
-        bundle.path().to_str().unwrap(),
-        &id2,
-    ]);
+    restore_detached(&g, &image, &bundle, &id2);
     wait_for("counter continues", Duration::from_secs(10), || {
         last_count(&count).filter(|&n| n >= frozen_at + 5)
     });

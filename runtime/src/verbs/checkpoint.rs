@@ -202,12 +202,7 @@ fn export(
 ) -> Result<()> {
     use crate::archive::{ArchiveConfig, ArchiveContents};
     let id = container.id();
-    let rootfs = container.bundle().join(
-        spec.root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_else(|| "rootfs".into()),
-    );
+    let rootfs = crate::bundle::rootfs(container.bundle(), spec);
     let since = container
         .created()
         .map(std::time::SystemTime::from)

@@ -103,7 +103,7 @@ pub fn create_from(
         });
     match built {
         Ok(container) => {
-            record_spec(&container, spec)?;
+            crate::store::record_spec(&container, spec)?;
             tracing::info!(id, bundle = %bundle.display(), "created");
             Ok(container)
         }
@@ -117,10 +117,4 @@ pub fn create_from(
             Err(RuntimeError::lc("create", id, e))
         }
     }
-}
-
-fn record_spec(container: &Container, spec: &oci_spec::runtime::Spec) -> Result<()> {
-    let path = container.root.join(crate::store::RECORDED_SPEC);
-    let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
-    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))
 }

@@ -4,14 +4,13 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::sys::signalfd::SigSet;
 use oci_spec::runtime::Process;
 
 use crate::bundle::parse_json;
 use crate::cli::Exec;
 use crate::error::{Result, RuntimeError};
 use crate::store::{recorded_spec, StateRoot};
-use crate::verbs::run::wait_forwarding;
+use crate::verbs::run::{prepare_foreground, wait_forwarding};
 
 /// `uid[:gid]` as runc takes it.
 pub fn parse_user(text: &str) -> Result<(u32, Option<u32>)> {
@@ -94,14 +93,7 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
         }
     };
 
-    let signals = SigSet::all();
-    if !args.detach {
-        signals
-            .thread_block()
-            .map_err(|e| RuntimeError::sys("block signals", e))?;
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
-    }
+    let signals = prepare_foreground(args.detach)?;
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(root.path())

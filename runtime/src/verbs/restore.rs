@@ -14,14 +14,13 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::signalfd::SigSet;
 use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
 
 use crate::cli::{GlobalOpts, Restore};
 use crate::error::{Result, RuntimeError};
 use crate::store::{validate_id, StateRoot};
 use crate::verbs::checkpoint::SPEC_DUMP;
-use crate::verbs::run::wait_forwarding;
+use crate::verbs::run::{prepare_foreground, wait_forwarding};
 
 /// The init's workload during a restore: wait to be stopped and rebuilt.
 #[derive(Clone)]
@@ -251,13 +250,7 @@ fn restore_image(
     })?;
     let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
     let (bundle, bundle_spec) = crate::bundle::load(&args.bundle)?;
-    let rootfs = bundle.join(
-        bundle_spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_else(|| "rootfs".into()),
-    );
+    let rootfs = crate::bundle::rootfs(&bundle, &bundle_spec);
 
     if let Some(diff) = rootfs_diff {
         let n = crate::rootfs_diff::apply(diff, &rootfs)?;
@@ -279,14 +272,7 @@ fn restore_image(
     let text = serde_json::to_vec(&stub).map_err(|e| RuntimeError::io(&config, e.into()))?;
     std::fs::write(&config, text).map_err(|e| RuntimeError::io(&config, e))?;
 
-    let signals = SigSet::all();
-    if !args.detach {
-        signals
-            .thread_block()
-            .map_err(|e| RuntimeError::sys("block signals", e))?;
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
-    }
+    let signals = prepare_foreground(args.detach)?;
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(StubExecutor)
         .with_root_path(root.path())
@@ -367,10 +353,7 @@ fn rebuild(
         // Right after: the workload may reconnect or re-read its environment.
         crate::notify::send(pid.as_raw(), signal)?;
     }
-    let path = container.root.join(crate::store::RECORDED_SPEC);
-    let text = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
-    std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
-    Ok(())
+    crate::store::record_spec(container, spec)
 }
 
 /// Removes a directory when dropped.

@@ -22,18 +22,7 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
                 .into(),
         });
     }
-    // Block signals before the init exists so none is lost between its start
-    // and our wait; they are forwarded to it below.
-    let signals = SigSet::all();
-    if !args.detach {
-        signals
-            .thread_block()
-            .map_err(|e| RuntimeError::sys("block signals", e))?;
-        // Be the subreaper so the init (forked by libcontainer's intermediate
-        // process) is our child to wait for.
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
-    }
+    let signals = prepare_foreground(args.detach)?;
     let (bundle, spec) = crate::bundle::load(&args.opts.bundle)?;
     // A foreground terminal container gets a pty of ours, as with runc: the
     // master comes over a console socket (which libcontainer only accepts
@@ -82,6 +71,23 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
             .map_err(|e| RuntimeError::lc("delete", id, e))?;
     }
     status
+}
+
+/// Readies godwit to wait for a process it is about to start in the
+/// foreground: signals are blocked before it exists, so that none is lost
+/// between its start and our wait (they are forwarded to it), and godwit is
+/// the subreaper, so that a process forked by libcontainer's intermediate
+/// process is our child to wait for. Detached, nothing changes.
+pub fn prepare_foreground(detach: bool) -> Result<SigSet> {
+    let signals = SigSet::all();
+    if !detach {
+        signals
+            .thread_block()
+            .map_err(|e| RuntimeError::sys("block signals", e))?;
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
+    }
+    Ok(signals)
 }
 
 pub fn wait_forwarding(init: Pid, signals: &SigSet, pty: Option<&PtyProxy>) -> Result<i32> {

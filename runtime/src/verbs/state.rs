@@ -24,9 +24,8 @@ pub struct StateDoc {
 pub fn describe(container: &Container) -> StateDoc {
     let bundle = container.bundle().clone();
     let rootfs = crate::store::recorded_spec(container)
-        .ok()
-        .and_then(|spec| spec.root().as_ref().map(|r| bundle.join(r.path())))
-        .unwrap_or_else(|| bundle.join("rootfs"));
+        .map(|spec| crate::bundle::rootfs(&bundle, &spec))
+        .unwrap_or_else(|_| bundle.join("rootfs"));
     let running = matches!(
         container.status(),
         libcontainer::container::ContainerStatus::Running
