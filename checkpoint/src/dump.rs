@@ -336,28 +336,34 @@ fn dump_process(
             threads.push(threads::dump(pid, tid, ns_tid, &mut t_inj, &scratch)?);
             t_inj.finish()?;
         }
-        // Page copying uses both CPUs: unpin ourselves for it.
-        crate::boost::unpin_current();
-        let mm = memory::dump_mm(pid, brk)?;
-        let memory = memory::dump(pid, &maps, mm, pages)?;
-        Ok(ProcessImage {
-            format: FormatVersion::CURRENT,
-            pid: ns_pid,
-            memory,
-            threads,
-            signals,
-            files,
-            task,
-            timers,
-            seccomp,
-        })
+        Ok((brk, signals, timers, threads))
     })();
     // Always take the scratch page away again (the process may keep running).
     inj.set_gadget(Gadget::Syscall(vdso_insn));
     let unmap = inj.syscall("munmap(scratch)", libc::SYS_munmap, &[addr, SCRATCH_LEN]);
     inj.finish()?;
-    let img = result?;
+    let (brk, signals, timers, threads) = result?;
     unmap?;
+    // Unpinned (the copy uses both CPUs), and the leader's affinity back.
+    drop(_leader_pin);
+    drop(me);
+    // The pages are copied only now, with every thread back on its own
+    // registers, signal mask and affinity and no scratch page mapped: the
+    // copy is the long part of a dump, and a dumper killed during it (its
+    // tracees are detached by the kernel and run on) must leave nothing of
+    // the injection behind.
+    let mm = memory::dump_mm(pid, brk)?;
+    let memory = memory::dump(pid, &maps, mm, pages)?;
     let _ = ptrace::get_regs(leader)?;
-    Ok(img)
+    Ok(ProcessImage {
+        format: FormatVersion::CURRENT,
+        pid: ns_pid,
+        memory,
+        threads,
+        signals,
+        files,
+        task,
+        timers,
+        seccomp,
+    })
 }

@@ -321,12 +321,14 @@ pub struct FileTable<'a> {
 }
 
 impl<'a> FileTable<'a> {
-    pub fn new(pipe_images: Vec<&'a pipes::PipeImage>) -> Self {
+    /// `spare_min`: the lowest fd number where objects created for several
+    /// fds may wait, above every fd number of the image.
+    pub fn new(pipe_images: Vec<&'a pipes::PipeImage>, spare_min: u64) -> Self {
         FileTable {
             stdio: None,
             owners: std::collections::HashMap::new(),
-            pipes: pipes::PipeTable::new(pipe_images),
-            pairs: Default::default(),
+            pipes: pipes::PipeTable::new(pipe_images, spare_min),
+            pairs: crate::sockets::PairTable::new(spare_min),
         }
     }
 

@@ -591,15 +591,21 @@ pub fn restore_advice(inj: &mut Injector, img: &MemoryImage) -> Result<()> {
 /// Shared anonymous objects recreated so far in the tree. The first process
 /// mapping one creates it (MAP_SHARED|MAP_ANONYMOUS) and keeps an fd of the
 /// object from /proc/self/map_files; every other process maps that fd.
-#[derive(Default)]
 pub struct ShmTable {
     /// shmem inode → (ns pid of the creator, spare fd there).
     made: std::collections::HashMap<u64, (i32, u64)>,
+    /// Lowest spare fd: above every fd number still to be restored.
+    spare_min: u64,
 }
 
-const SHM_SPARE_FD_MIN: u64 = 10200;
-
 impl ShmTable {
+    pub fn new(spare_min: u64) -> Self {
+        ShmTable {
+            made: Default::default(),
+            spare_min,
+        }
+    }
+
     fn map(
         &mut self,
         inj: &mut Injector,
@@ -649,7 +655,7 @@ impl ShmTable {
                 let spare = inj.syscall(
                     "fcntl(F_DUPFD_CLOEXEC)",
                     libc::SYS_fcntl,
-                    &[fd, libc::F_DUPFD_CLOEXEC as u64, SHM_SPARE_FD_MIN],
+                    &[fd, libc::F_DUPFD_CLOEXEC as u64, self.spare_min],
                 )?;
                 inj.syscall("close", libc::SYS_close, &[fd])?;
                 self.made.insert(ino, (ns_pid, spare));

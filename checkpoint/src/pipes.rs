@@ -129,16 +129,16 @@ pub struct PipeTable<'a> {
     images: Vec<&'a PipeImage>,
     /// inode → (ns pid of the creator, read spare fd, write spare fd).
     made: HashMap<u64, (i32, u64, u64)>,
+    /// Lowest spare fd: above every fd number still to be restored.
+    spare_min: u64,
 }
 
-/// Spare fds live high so they never sit on a number still to be restored.
-const SPARE_FD_MIN: u64 = 10000;
-
 impl<'a> PipeTable<'a> {
-    pub fn new(images: Vec<&'a PipeImage>) -> Self {
+    pub fn new(images: Vec<&'a PipeImage>, spare_min: u64) -> Self {
         PipeTable {
             images,
             made: HashMap::new(),
+            spare_min,
         }
     }
 
@@ -174,7 +174,7 @@ impl<'a> PipeTable<'a> {
                 hi[i] = inj.syscall(
                     "fcntl(F_DUPFD_CLOEXEC)",
                     libc::SYS_fcntl,
-                    &[fd, libc::F_DUPFD_CLOEXEC as u64, SPARE_FD_MIN],
+                    &[fd, libc::F_DUPFD_CLOEXEC as u64, self.spare_min],
                 )?;
                 inj.syscall("close", libc::SYS_close, &[fd])?;
             }
@@ -236,7 +236,7 @@ impl<'a> PipeTable<'a> {
             let spare = inj.syscall(
                 "fcntl(F_DUPFD_CLOEXEC)",
                 libc::SYS_fcntl,
-                &[rw, libc::F_DUPFD_CLOEXEC as u64, SPARE_FD_MIN],
+                &[rw, libc::F_DUPFD_CLOEXEC as u64, self.spare_min],
             )?;
             inj.syscall("close", libc::SYS_close, &[rw])?;
             if img.capacity > 0 {

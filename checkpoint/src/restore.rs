@@ -257,14 +257,18 @@ fn restore_tree(
     }
     // The stub's stdio, when it is to be the restored tree's, is kept above
     // every fd number of the image until the files are restored.
+    let highest_fd = loaded
+        .iter()
+        .flat_map(|l| l.img.files.fds.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    // Objects shared by several fds (pipes, socket pairs, shared memory)
+    // wait on spare fds above the image's fds and the held stdio, low enough
+    // for the stub's RLIMIT_NOFILE (a container's is often 1024).
+    let spare_min = highest_fd as u64 + 4;
     let held_stdio = if inherit_stdio {
-        let base = loaded
-            .iter()
-            .flat_map(|l| l.img.files.fds.iter().map(|f| f.fd))
-            .max()
-            .unwrap_or(2)
-            .max(2)
-            + 1;
+        let base = highest_fd + 1;
         for n in 0..3u64 {
             // dup3 replaces whatever the stub had there: all its other fds go.
             let got = inj.syscall("dup3(stdio)", libc::SYS_dup3, &[n, base as u64 + n, 0])?;
@@ -368,7 +372,7 @@ fn restore_tree(
 
     // Memory of every process.
     let t_mem = Instant::now();
-    let mut shm = memory::ShmTable::default();
+    let mut shm = memory::ShmTable::new(spare_min);
     for &i in order {
         let l = &loaded[i];
         let me = live
@@ -402,7 +406,7 @@ fn restore_tree(
         .iter()
         .flat_map(|l| l.img.files.pipes.iter())
         .collect();
-    let mut table = FileTable::new(pipe_images);
+    let mut table = FileTable::new(pipe_images, spare_min);
     table.stdio = held_stdio;
     for &i in order {
         let l = &loaded[i];

@@ -356,7 +356,6 @@ fn unix_diag_peer(ino: u32) -> Result<Option<u64>> {
 
 /// Unix socket pairs recreated so far in the tree (like pipes): the first
 /// end needed creates the pair; ends wait in spare fds of the creator.
-#[derive(Default)]
 pub struct PairTable {
     /// socket ino → (creator ns pid, creator host pid, spare fd)
     ends: HashMap<u64, (i32, i32, u64)>,
@@ -364,11 +363,20 @@ pub struct PairTable {
     pending: Vec<(u64, Vec<u8>)>,
     /// Ends whose queued datagrams are still to be sent (through the peer).
     pending_msgs: Vec<(u64, Vec<Vec<u8>>)>,
+    /// Lowest spare fd: above every fd number still to be restored.
+    spare_min: u64,
 }
 
-const SPARE_FD_MIN: u64 = 10100;
-
 impl PairTable {
+    pub fn new(spare_min: u64) -> Self {
+        PairTable {
+            ends: HashMap::new(),
+            pending: Vec::new(),
+            pending_msgs: Vec::new(),
+            spare_min,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn end(
         &mut self,
@@ -407,7 +415,7 @@ impl PairTable {
                 let hi = inj.syscall(
                     "fcntl(F_DUPFD_CLOEXEC)",
                     libc::SYS_fcntl,
-                    &[fd, libc::F_DUPFD_CLOEXEC as u64, SPARE_FD_MIN],
+                    &[fd, libc::F_DUPFD_CLOEXEC as u64, self.spare_min],
                 )?;
                 inj.syscall("close", libc::SYS_close, &[fd])?;
                 self.ends.insert(sock, (ns_pid, host_pid, hi));

@@ -1,0 +1,455 @@
+//! Every workload of the dumper's own tests (checkpoint/tests/restore.rs),
+//! run inside a godwit container on "host A" (its own --root and bundle
+//! copy), checkpointed with --export, and restored with --import on "host B"
+//! (another --root, another copy of the bundle): the workload's own state
+//! checks still pass and it continues from where it stopped; host A has
+//! nothing left of it. Only the archive passes from A to B.
+
+mod common;
+
+#[path = "../../checkpoint/tests/common/mod.rs"]
+mod workload_checks;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use workload_checks::{assert_consecutive, assert_ticks, lines};
+
+const T: Duration = Duration::from_secs(30);
+
+/// How a workload reports: a line per tick, numbered from 0, and (for all but
+/// the plain counter) the word "ok" in column `ok_col`. Returns the count.
+fn assert_numbered(l: &[String], ok_col: usize) -> u64 {
+    for (i, s) in l.iter().enumerate() {
+        let f: Vec<&str> = s.split_whitespace().collect();
+        assert_eq!(
+            f.first().and_then(|n| n.parse().ok()),
+            Some(i as u64),
+            "line {i}: {s:?}"
+        );
+        assert_eq!(
+            f.get(ok_col),
+            Some(&"ok"),
+            "workload reported a failure: {s:?}"
+        );
+    }
+    l.len() as u64
+}
+
+/// clockcheck: "<n> <monotonic ns> <boottime ns> ok".
+fn assert_clock_lines(l: &[String]) -> u64 {
+    assert_numbered(l, 3)
+}
+
+/// blackout: "<n> <longest gap µs> ok".
+fn assert_blackout_lines(l: &[String]) -> u64 {
+    assert_numbered(l, 2)
+}
+
+/// A workload and what the migration test needs to know about it.
+struct Workload {
+    /// process.args of the container.
+    args: Vec<String>,
+    /// The file (a path inside the container) the workload reports to.
+    out: String,
+    /// Lines to see before the checkpoint, and after the restore.
+    warmup: usize,
+    more: usize,
+    /// The workload's own checks over its report; returns its count.
+    check: fn(&[String]) -> u64,
+    /// Applied to both bundle copies (files the workload needs, spec edits).
+    prepare: fn(&Bundle),
+    /// Called with the init's host pid on host A just before the checkpoint.
+    on_a: fn(i32),
+}
+
+impl Workload {
+    fn new(args: &[&str], out: &str) -> Workload {
+        Workload {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            out: out.to_string(),
+            warmup: 5,
+            more: 20,
+            check: assert_ticks,
+            prepare: |_| {},
+            on_a: |_| {},
+        }
+    }
+
+    fn check(self, check: fn(&[String]) -> u64) -> Workload {
+        Workload { check, ..self }
+    }
+
+    fn prepare(self, prepare: fn(&Bundle)) -> Workload {
+        Workload { prepare, ..self }
+    }
+
+    fn on_a(self, on_a: fn(i32)) -> Workload {
+        Workload { on_a, ..self }
+    }
+
+    fn lines(self, warmup: usize, more: usize) -> Workload {
+        Workload {
+            warmup,
+            more,
+            ..self
+        }
+    }
+
+    fn bundle(&self) -> Bundle {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let bundle = Bundle::new(&args);
+        (self.prepare)(&bundle);
+        bundle
+    }
+
+    fn report(&self, bundle: &Bundle) -> PathBuf {
+        bundle.rootfs().join(self.out.trim_start_matches('/'))
+    }
+}
+
+/// Two hosts and the workload that moved from A to B.
+struct Migrated {
+    host_b: Godwit,
+    bundle_b: Bundle,
+    id_b: String,
+    /// The report on A at the checkpoint, and on B after the restore.
+    before: Vec<String>,
+    after: Vec<String>,
+}
+
+impl Migrated {
+    /// The restored container's init, a host pid.
+    fn pid(&self) -> i32 {
+        self.host_b.pid(&self.id_b)
+    }
+}
+
+/// Runs `w` on host A until it has reported `warmup` lines, hands it over.
+fn start_on_a(w: &Workload, name: &str) -> (Godwit, Bundle, String) {
+    let host_a = Godwit::new();
+    let bundle_a = w.bundle();
+    let id = host_a.id(name);
+    host_a.start_detached_null(&bundle_a, &id);
+    let report = w.report(&bundle_a);
+    wait_for("the workload's first lines on host A", T, || {
+        (lines(&report).len() >= w.warmup).then_some(())
+    });
+    (host_a, bundle_a, id)
+}
+
+/// Migrates `w` from host A to host B with one archive and checks that it
+/// continues there with its own checks passing.
+fn migrate(w: &Workload, name: &str) -> Migrated {
+    let (host_a, bundle_a, id_a) = start_on_a(w, name);
+    let bundle_b = w.bundle();
+    let pid_a = host_a.pid(&id_a);
+    (w.on_a)(pid_a);
+    let transfer = tempfile::tempdir().unwrap();
+    let archive = transfer.path().join(format!("{name}.tar.zst"));
+    host_a.ok(&["checkpoint", "--export", archive.to_str().unwrap(), &id_a]);
+
+    // Host A has nothing left of it, and nothing of it runs any more.
+    assert_eq!(
+        host_a.ok(&["list", "-q"]).trim(),
+        "",
+        "host A lists nothing"
+    );
+    assert!(!host_a.state_dir(&id_a).exists());
+    let names: Vec<String> = std::fs::read_dir(host_a.root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("stderr-"))
+        .collect();
+    assert!(names.is_empty(), "left on host A: {names:?}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid_a}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+    let report_a = w.report(&bundle_a);
+    let before = lines(&report_a);
+    let last = (w.check)(&before);
+    assert!(!w.report(&bundle_b).exists());
+
+    let host_b = Godwit::new();
+    let id_b = host_b.id(&format!("{name}-b"));
+    host_b.ok_detached(&[
+        "restore",
+        "--detach",
+        "--import",
+        archive.to_str().unwrap(),
+        "--bundle",
+        bundle_b.path().to_str().unwrap(),
+        &id_b,
+    ]);
+    assert_eq!(host_b.status(&id_b), "running");
+    let report_b = w.report(&bundle_b);
+    let after = wait_for("the workload's lines on host B", T, || {
+        let l = lines(&report_b);
+        let done = l.len() >= before.len() + w.more || l.iter().any(|s| s.contains("BAD"));
+        done.then_some(l)
+    });
+    // Its report came along whole and goes on from where it stopped.
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the report travelled whole"
+    );
+    let now = (w.check)(&after);
+    assert!(
+        now >= last + w.more as u64,
+        "did not continue: {last} → {now}"
+    );
+    assert_eq!(
+        lines(&report_a),
+        before,
+        "nothing ran on host A after the checkpoint"
+    );
+    Migrated {
+        host_b,
+        bundle_b,
+        id_b,
+        before,
+        after,
+    }
+}
+
+/// A line of /proc/PID/status (without its key).
+fn status_line(pid: i32, key: &str) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+/// Adds capabilities to every set of the spec's process.
+fn grant(config: &mut serde_json::Value, caps: &[&str]) {
+    for set in config["process"]["capabilities"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        set.as_array_mut()
+            .unwrap()
+            .extend(caps.iter().map(|&c| c.into()));
+    }
+}
+
+#[test]
+fn counter() {
+    let w = Workload::new(&["counter", "10", "/tmp/count"], "/tmp/count").check(assert_consecutive);
+    migrate(&w, "mw-counter");
+}
+
+#[test]
+fn memcheck() {
+    let w = Workload::new(&["memcheck", "64", "/tmp/out"], "/tmp/out").lines(3, 10);
+    let m = migrate(&w, "mw-memcheck");
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", m.pid())).unwrap();
+    assert!(
+        smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.contains(" dc")),
+        "MADV_DONTFORK lost"
+    );
+}
+
+#[test]
+fn threads() {
+    let w = Workload::new(&["threads", "40", "/tmp/out"], "/tmp/out").lines(25, 60);
+    let m = migrate(&w, "mw-threads");
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", m.pid()))
+        .unwrap()
+        .count();
+    assert_eq!(tasks, 41);
+}
+
+#[test]
+fn sigcheck() {
+    let w = Workload::new(&["sigcheck", "/tmp/out"], "/tmp/out").lines(5, 120);
+    let m = migrate(&w, "mw-sigcheck");
+    let mask = |k: &str| u64::from_str_radix(&status_line(m.pid(), k), 16).unwrap();
+    assert_ne!(
+        mask("SigPnd") & (1 << (libc::SIGUSR2 - 1)),
+        0,
+        "thread's SIGUSR2"
+    );
+    assert_ne!(
+        mask("ShdPnd") & (1 << (libc::SIGWINCH - 1)),
+        0,
+        "shared SIGWINCH"
+    );
+}
+
+/// Pids (container-wide) `godwit ps` lists on host B.
+fn ps_pids(m: &Migrated) -> Vec<i32> {
+    serde_json::from_str(&m.host_b.ok(&["ps", "--format", "json", &m.id_b])).unwrap()
+}
+
+#[test]
+fn pipetree() {
+    let w = Workload::new(&["pipetree", "/tmp/out"], "/tmp/out").lines(10, 40);
+    let m = migrate(&w, "mw-pipetree");
+    assert_eq!(ps_pids(&m).len(), 3, "parent, child and grandchild");
+}
+
+#[test]
+fn shmtree() {
+    let w = Workload::new(&["shmtree", "/tmp/out"], "/tmp/out").lines(25, 60);
+    let m = migrate(&w, "mw-shmtree");
+    assert_eq!(ps_pids(&m).len(), 2);
+}
+
+#[test]
+fn evcheck() {
+    let w = Workload::new(&["evcheck", "/tmp/out"], "/tmp/out").lines(10, 40);
+    migrate(&w, "mw-evcheck");
+}
+
+#[test]
+fn fdcheck() {
+    let w = Workload::new(&["fdcheck", "/data", "/tmp/log"], "/tmp/log").prepare(|b| {
+        let text: String = (0..100000).map(|i| format!("{i:07}\n")).collect();
+        std::fs::write(b.rootfs().join("data"), text).unwrap();
+        // The workload makes its FIFO in its cwd. The rootfs diff does not
+        // carry FIFOs (only files, directories, symlinks): the bundle copy
+        // on B has one at the same path, as a copy of A's would.
+        b.edit(|c| c["process"]["cwd"] = "/tmp".into());
+        let fifo = std::ffi::CString::new(b.rootfs().join("tmp/fifo").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    });
+    migrate(&w, "mw-fdcheck");
+}
+
+#[test]
+fn sleepcheck() {
+    let w = Workload::new(&["sleepcheck", "/tmp/out", "300"], "/tmp/out").lines(2, 3);
+    let m = migrate(&w, "mw-sleepcheck");
+    // The round the checkpoint interrupted neither returned early nor
+    // started over (the time namespace hides the blackout from it).
+    let took: u64 = m.after[m.before.len()]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (300..600).contains(&took),
+        "interrupted round took {took} ms"
+    );
+}
+
+/// "ping N" → the reply of sockcheck's TCP server in the netns of `pid`.
+fn ping(pid: i32, port: u16, n: u32) -> String {
+    workload_checks::in_netns(pid, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+}
+
+#[test]
+fn sockcheck() {
+    // Its own network namespace (the spec's): the port is free there.
+    let w = Workload::new(&["sockcheck", "/tmp/out", "7300"], "/tmp/out")
+        .prepare(|b| {
+            b.edit(|c| {
+                c["process"]["cwd"] = "/tmp".into();
+                // sockcheck brings its namespace's lo up itself.
+                grant(c, &["CAP_NET_ADMIN"]);
+            })
+        })
+        .on_a(|pid| assert_eq!(ping(pid, 7300, 1), "pong 1\n"));
+    let m = migrate(&w, "mw-sockcheck");
+    // The namespace's lo state does not travel yet (README): bring it up.
+    workload_checks::in_netns(m.pid(), workload_checks::loopback_up);
+    assert_eq!(ping(m.pid(), 7300, 2), "pong 2\n");
+    assert_eq!(ping(m.pid(), 7300, 3), "pong 3\n");
+    let report = w.report(&m.bundle_b);
+    // Served once on A, twice on B: its count went on.
+    wait_for("served count 3", T, || {
+        lines(&report)
+            .last()
+            .filter(|s| s.ends_with(" 3"))
+            .map(|_| ())
+    });
+    assert_ticks(&lines(&report));
+}
+
+#[test]
+fn seccheck() {
+    let w = Workload::new(&["seccheck", "/tmp/out"], "/tmp/out");
+    let m = migrate(&w, "mw-seccheck");
+    assert_eq!(status_line(m.pid(), "Seccomp"), "2");
+    assert_eq!(status_line(m.pid(), "Seccomp_filters"), "1");
+    assert_eq!(status_line(m.pid(), "NoNewPrivs"), "1");
+}
+
+#[test]
+fn credcheck() {
+    // Not the container's init: that already leads a session, and
+    // credcheck makes its own (setsid).
+    let w = Workload::new(&["sh", "-c", "credcheck /tmp/out; exit 1"], "/tmp/out").prepare(|b| {
+        std::fs::create_dir(b.rootfs().join("tmp/work")).unwrap();
+        b.edit(|c| {
+            c["process"]["cwd"] = "/tmp".into();
+            // What credcheck uses to become its user (it keeps the bounding
+            // set's CAP_CHOWN).
+            grant(c, &["CAP_SETPCAP", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"]);
+        });
+    });
+    migrate(&w, "mw-credcheck");
+}
+
+#[test]
+fn clockcheck() {
+    let w =
+        Workload::new(&["clockcheck", "/tmp/clock", "10"], "/tmp/clock").check(assert_clock_lines);
+    let m = migrate(&w, "mw-clockcheck");
+    let mono = |l: &String| -> i128 { l.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    let gap_ms = (mono(&m.after[m.before.len()]) - mono(m.before.last().unwrap())) / 1_000_000;
+    assert!(
+        (0..1000).contains(&gap_ms),
+        "monotonic step across the migration: {gap_ms} ms"
+    );
+}
+
+#[test]
+fn blackout() {
+    let w = Workload::new(&["blackout", "32", "8", "/tmp/out"], "/tmp/out")
+        .check(assert_blackout_lines)
+        .lines(3, 5);
+    let m = migrate(&w, "mw-blackout");
+    let worst = |l: &String| -> u64 { l.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    // The workload saw the migration as one pause (CLOCK_REALTIME).
+    assert!(worst(m.after.last().unwrap()) > worst(m.before.last().unwrap()));
+}
+
+#[test]
+fn inotify_is_refused_and_the_container_runs_on() {
+    let w = Workload::new(&["inotify", "/tmp/out"], "/tmp/out");
+    let (host_a, bundle_a, id) = start_on_a(&w, "mw-inotify");
+    let transfer = tempfile::tempdir().unwrap();
+    let archive = transfer.path().join("inotify.tar.zst");
+    let err = host_a.fails(&["checkpoint", "--export", archive.to_str().unwrap(), &id]);
+    assert!(
+        err.contains("inotify") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(err.contains("fd 4"), "names the fd: {err}");
+    assert!(!archive.exists());
+    assert_eq!(std::fs::read_dir(transfer.path()).unwrap().count(), 0);
+    assert_eq!(host_a.status(&id), "running");
+    let report = w.report(&bundle_a);
+    let n = lines(&report).len();
+    wait_for("it runs on", T, || {
+        (lines(&report).len() >= n + 10).then_some(())
+    });
+    assert_ticks(&lines(&report));
+}
