@@ -114,6 +114,8 @@ struct Migrated {
     host_b: Godwit,
     bundle_b: Bundle,
     id_b: String,
+    /// /proc/PID/status of the init on A just before the checkpoint.
+    status_a: String,
     /// The report on A at the checkpoint, and on B after the restore.
     before: Vec<String>,
     after: Vec<String>,
@@ -146,6 +148,7 @@ fn migrate(w: &Workload, name: &str) -> Migrated {
     let bundle_b = w.bundle();
     let pid_a = host_a.pid(&id_a);
     (w.on_a)(pid_a);
+    let status_a = std::fs::read_to_string(format!("/proc/{pid_a}/status")).unwrap();
     let transfer = tempfile::tempdir().unwrap();
     let archive = transfer.path().join(format!("{name}.tar.zst"));
     host_a.ok(&["checkpoint", "--export", archive.to_str().unwrap(), &id_a]);
@@ -208,6 +211,7 @@ fn migrate(w: &Workload, name: &str) -> Migrated {
         host_b,
         bundle_b,
         id_b,
+        status_a,
         before,
         after,
     }
@@ -452,4 +456,86 @@ fn inotify_is_refused_and_the_container_runs_on() {
         (lines(&report).len() >= n + 10).then_some(())
     });
     assert_ticks(&lines(&report));
+}
+
+/// The /proc/PID/status lines of credentials, capabilities and seccomp.
+fn creds_lines(status: &str) -> Vec<&str> {
+    const KEYS: [&str; 11] = [
+        "Uid:",
+        "Gid:",
+        "Groups:",
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+        "Seccomp:",
+        "Seccomp_filters:",
+    ];
+    let found: Vec<&str> = status
+        .lines()
+        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
+        .collect();
+    assert_eq!(found.len(), KEYS.len(), "{status}");
+    found
+}
+
+/// issue 5, "How restore meets libcontainer": the stub is built as root with
+/// every capability and no seccomp; the workload's own user, groups,
+/// capability sets, no_new_privs and filter come from the image.
+#[test]
+fn user_groups_capabilities_no_new_privs_and_seccomp_are_the_same_after_restore() {
+    const ERRNO: i32 = 77;
+    let w = Workload::new(&["denied", "/tmp/out", "77"], "/tmp/out").prepare(|b| {
+        b.edit(|c| {
+            c["process"]["user"] =
+                serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 6]});
+            c["process"]["capabilities"] = serde_json::json!({
+                "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_NET_BIND_SERVICE"],
+                "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "inheritable": ["CAP_NET_BIND_SERVICE"],
+                "ambient": ["CAP_NET_BIND_SERVICE"]
+            });
+            c["process"]["noNewPrivileges"] = true.into();
+            c["linux"]["seccomp"] = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{
+                    "names": ["mkdir", "mkdirat"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": ERRNO
+                }]
+            });
+        })
+    });
+    let m = migrate(&w, "mw-creds");
+    let status_b = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
+    let (a, b) = (creds_lines(&m.status_a), creds_lines(&status_b));
+    assert_eq!(a, b, "credentials, capabilities, no_new_privs, seccomp");
+    // And they are the spec's, not the stub's (root, every capability).
+    let bits = |caps: &[u32]| format!("{:016x}", caps.iter().map(|c| 1u64 << c).sum::<u64>());
+    let want = [
+        "Uid:\t1000\t1000\t1000\t1000".to_string(),
+        "Gid:\t1000\t1000\t1000\t1000".to_string(),
+        "Groups:\t5 6".to_string(),
+        format!("CapInh:\t{}", bits(&[10])),
+        // execve as a non-root user keeps only the ambient set permitted.
+        format!("CapPrm:\t{}", bits(&[10])),
+        format!("CapEff:\t{}", bits(&[10])),
+        format!("CapBnd:\t{}", bits(&[0, 5, 10])),
+        format!("CapAmb:\t{}", bits(&[10])),
+        "NoNewPrivs:\t1".to_string(),
+        "Seccomp:\t2".to_string(),
+    ];
+    for line in &want {
+        assert!(
+            b.iter().any(|l| l.trim_end() == line),
+            "want {line:?} in {b:?}"
+        );
+    }
+    // The filter still acts: mkdir fails with the profile's errno on B.
+    assert!(m.after.iter().all(|l| l.ends_with(&format!(" ok {ERRNO}"))));
+    assert!(!m.bundle_b.rootfs().join("tmp/denied-0").exists());
 }
