@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 /// Archive format. A reader refuses another major version; a newer minor only
 /// adds fields an older reader may ignore.
 pub const FORMAT_MAJOR: u32 = 1;
-pub const FORMAT_MINOR: u32 = 0;
+/// 1.1: config.dump's `rootfs_base`.
+pub const FORMAT_MINOR: u32 = 1;
 
 pub const IMAGE_DIR: &str = "checkpoint";
 pub const SPEC_DUMP: &str = "spec.dump";
@@ -161,6 +162,31 @@ pub struct ArchiveConfig {
     /// Format of the image in `checkpoint/`, which the dumper checks itself.
     #[serde(default)]
     pub image_format: Option<FormatVersion>,
+    /// What `rootfs-diff.tar` applies to, for a restore without `--bundle`
+    /// (absent in archives of format 1.0: those need `--bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_base: Option<RootfsBase>,
+}
+
+/// The rootfs a checkpointed container ran on, as the source host named it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RootfsBase {
+    /// An overlay rootfs: its lower dirs (top first), e.g. image layers in
+    /// the container engine's store; the diff is its upper dir.
+    Overlay { lowerdirs: Vec<PathBuf> },
+    /// A plain directory rootfs at this absolute path.
+    Directory { path: PathBuf },
+}
+
+impl RootfsBase {
+    /// The directories the diff is stacked on, top first.
+    pub fn lowerdirs(&self) -> Vec<PathBuf> {
+        match self {
+            RootfsBase::Overlay { lowerdirs } => lowerdirs.clone(),
+            RootfsBase::Directory { path } => vec![path.clone()],
+        }
+    }
 }
 
 impl ArchiveConfig {
@@ -183,6 +209,7 @@ impl ArchiveConfig {
                 major: godwit_checkpoint::image::FORMAT_MAJOR,
                 minor: godwit_checkpoint::image::FORMAT_MINOR,
             }),
+            rootfs_base: None,
         }
     }
 }
@@ -350,6 +377,12 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
         )));
     }
     plan_dir(&contents.image_dir, IMAGE_DIR, &mut plan, file)?;
+    // The rootfs changes checkpoint leaves in the image directory travel at
+    // the archive's top level (rootfs_diff, deleted_files), not twice.
+    plan.retain(|p| {
+        p.name != format!("{IMAGE_DIR}/{ROOTFS_DIFF}")
+            && p.name != format!("{IMAGE_DIR}/{DELETED_FILES}")
+    });
     if let Some(diff) = &contents.rootfs_diff {
         let meta = fs::metadata(diff).map_err(io_err(diff, "reading the rootfs diff"))?;
         if !meta.is_file() {
@@ -1316,6 +1349,16 @@ fn parse_config(file: &Path, bytes: &[u8]) -> Result<(ArchiveConfig, Vec<ListedE
     };
     let config: ArchiveConfig = serde_path_to_error::deserialize(&v)
         .map_err(|err| invalid(&err.path().to_string(), err.inner().to_string()))?;
+    if let Some(base) = &config.rootfs_base {
+        let dirs = base.lowerdirs();
+        if dirs.is_empty() {
+            return Err(invalid("rootfs_base.lowerdirs", "empty".into()));
+        }
+        for (i, d) in dirs.iter().enumerate() {
+            crate::overlay::check_option_path(d)
+                .map_err(|r| invalid(&format!("rootfs_base[{i}] {}", d.display()), r.into()))?;
+        }
+    }
     Ok((config, listed))
 }
 

@@ -224,8 +224,10 @@ pub struct Restore {
     pub import: Option<PathBuf>,
     #[arg(long)]
     pub work_path: Option<PathBuf>,
-    /// Bundle whose config.json and rootfs the restored container uses.
-    #[arg(short, long, default_value = ".")]
+    /// Bundle whose rootfs the restored container uses (default: the current
+    /// directory; with --import and no --bundle, the bundle is recreated from
+    /// the archive under --work-path or the state root). Empty: not given.
+    #[arg(short, long, default_value_os_t = PathBuf::new(), hide_default_value = true)]
     pub bundle: PathBuf,
     /// Return once the container runs again.
     #[arg(short, long)]

@@ -103,6 +103,11 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         (SPEC_DUMP.to_string(), spec_bytes),
         (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
     ];
+    if let Some(net) = crate::netns_state::capture(init)? {
+        let bytes = serde_json::to_vec(&net)
+            .map_err(|e| RuntimeError::io(crate::netns_state::NET_DUMP, e.into()))?;
+        extra_files.push((crate::netns_state::NET_DUMP.to_string(), bytes));
+    }
     let freezer = freezer_dir(init);
 
     // tmpfs contents are read with the container frozen, so that they match
@@ -173,16 +178,22 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     };
     // The image is complete and durable: from here on nothing is lost, even
     // if the archive cannot be written (the error says where the image is).
-    let exported = match &args.export {
-        Some(file) => export(&container, &spec, image, file, &stats).inspect_err(|_| {
-            tracing::error!(id, image = %image.display(), "export failed; the image is complete there");
-        }),
-        None => Ok(()),
-    };
+    // The rootfs changes go into the image directory (and from there to the
+    // archive's top level), whether exported or not.
+    let exported = capture_rootfs(&container, &spec, image)
+        .and_then(|captured| match &args.export {
+            Some(file) => export(&container, &spec, image, file, &stats, &captured),
+            None => Ok(()),
+        })
+        .inspect_err(|_| {
+            tracing::error!(id, image = %image.display(), "rootfs capture or export failed; the process image is complete there");
+        });
     if !args.leave_running {
+        let restored = crate::restored::Record::load(&container.root);
         container
             .delete(true)
             .map_err(|e| RuntimeError::lc("delete (after checkpoint)", id, e))?;
+        restored.cleanup();
     }
     exported?;
     if temp_image {
@@ -192,6 +203,20 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     Ok(stats)
 }
 
+/// The container's rootfs changes, written into the image directory.
+fn capture_rootfs(
+    container: &libcontainer::container::Container,
+    spec: &oci_spec::runtime::Spec,
+    image: &std::path::Path,
+) -> Result<crate::rootfs_diff::Captured> {
+    let rootfs = crate::bundle::rootfs(container.bundle(), spec);
+    let since = container
+        .created()
+        .map(std::time::SystemTime::from)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    crate::rootfs_diff::capture_into_image(&rootfs, since, image)
+}
+
 /// Writes the self-contained archive of CHECKPOINT.md for a dumped container.
 fn export(
     container: &libcontainer::container::Container,
@@ -199,17 +224,13 @@ fn export(
     image: &std::path::Path,
     file: &std::path::Path,
     stats: &godwit_checkpoint::DumpStats,
+    captured: &crate::rootfs_diff::Captured,
 ) -> Result<()> {
     use crate::archive::{ArchiveConfig, ArchiveContents};
     let id = container.id();
-    let rootfs = crate::bundle::rootfs(container.bundle(), spec);
-    let since = container
-        .created()
-        .map(std::time::SystemTime::from)
-        .unwrap_or(std::time::UNIX_EPOCH);
-    let diff = image.with_extension("rootfs-diff.tar");
-    let entries = crate::rootfs_diff::capture(&rootfs, since, &diff)?;
+    let entries = captured.entries;
     let mut config = ArchiveConfig::new(id);
+    config.rootfs_base = Some(captured.base.clone());
     config.annotations = spec
         .annotations()
         .clone()
@@ -221,8 +242,8 @@ fn export(
         image_dir: image.to_path_buf(),
         spec_dump: serde_json::to_vec(spec).map_err(|e| RuntimeError::io(file, e.into()))?,
         config,
-        rootfs_diff: Some(diff.clone()),
-        deleted_files: Vec::new(),
+        rootfs_diff: Some(captured.diff.clone()),
+        deleted_files: captured.deleted.clone(),
         stats: serde_json::json!({
             "freeze_us": stats.freeze_us,
             "frozen_us": stats.frozen_us,
@@ -234,9 +255,7 @@ fn export(
             "rootfs_diff_entries": entries,
         }),
     };
-    let result = crate::archive::export(&contents, file).map_err(RuntimeError::from);
-    let _ = std::fs::remove_file(&diff);
-    result
+    crate::archive::export(&contents, file).map_err(RuntimeError::from)
 }
 
 /// The freezer of `pid`'s cgroup: the v1 freezer hierarchy where there is one

@@ -24,9 +24,12 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
             hint: "stop it first, or pass --force",
         });
     }
+    // A restored container may own a bundle recreated from its archive.
+    let restored = crate::restored::Record::load(&container.root);
     container
         .delete(force)
         .map_err(|e| RuntimeError::lc("delete", id, e))?;
+    restored.cleanup();
     tracing::info!(id, "deleted");
     Ok(())
 }

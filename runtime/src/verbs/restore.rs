@@ -17,7 +17,9 @@ use nix::sys::signal::{kill, Signal};
 use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
 
 use crate::cli::{GlobalOpts, Restore};
+use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
+use crate::restored::RecreatedBundle;
 use crate::store::{validate_id, StateRoot};
 use crate::verbs::checkpoint::SPEC_DUMP;
 use crate::verbs::run::{prepare_foreground, wait_forwarding};
@@ -50,7 +52,7 @@ impl Executor for StubExecutor {
 }
 
 fn refuse_unsupported(args: &Restore) -> Result<()> {
-    let refused: [(&'static str, bool, &str); 9] = [
+    let refused: [(&'static str, bool, &str); 8] = [
         (
             "--tcp-established",
             args.tcp_established,
@@ -80,11 +82,6 @@ fn refuse_unsupported(args: &Restore) -> Result<()> {
             "--empty-ns",
             !args.empty_ns.is_empty(),
             "every namespace is recreated from the spec; this flag has no meaning for godwit",
-        ),
-        (
-            "--console-socket",
-            args.console_socket.is_some(),
-            "terminal containers cannot be restored yet",
         ),
         (
             "--lsm-profile",
@@ -124,7 +121,7 @@ fn refuse_unsupported(args: &Restore) -> Result<()> {
 }
 
 /// The spec widened for the stub: see the module comment.
-fn stub_spec(spec: &Spec, rootfs: &Path) -> Result<Spec> {
+fn stub_spec(spec: &Spec, rootfs: &Path, terminal: bool) -> Result<Spec> {
     let mut spec = spec.clone();
     let mut process = spec.process().clone().unwrap_or_default();
     let mut user = process.user().clone();
@@ -153,7 +150,9 @@ fn stub_spec(spec: &Spec, rootfs: &Path) -> Result<Spec> {
         })?;
     process.set_capabilities(Some(caps));
     process.set_no_new_privileges(Some(false));
-    process.set_terminal(Some(false));
+    // A terminal container's stub gets a new pty from libcontainer (its
+    // stdio and controlling terminal), which the restored tree inherits.
+    process.set_terminal(Some(terminal));
     process.set_args(Some(vec!["/godwit-restore-stub".into()]));
     spec.set_process(Some(process));
     if let Some(mut linux) = spec.linux().clone() {
@@ -189,8 +188,22 @@ fn wait_stopped(pid: i32) -> Result<()> {
     }
 }
 
-/// Restores the image at `args.image_path` as container `args.container_id`
-/// on the bundle's rootfs. A failure leaves no container behind.
+/// The rootfs changes a checkpoint carried: the diff tar and the deletions.
+struct RootfsChanges {
+    diff: Option<PathBuf>,
+    deleted: Vec<String>,
+}
+
+/// Where the restored container's bundle comes from.
+enum BundleSource {
+    /// `--bundle DIR` (or the current directory): the changes are applied to its rootfs.
+    Given(PathBuf),
+    /// Recreated from the archive (the changes are already in its overlay).
+    Recreated(RecreatedBundle),
+}
+
+/// Restores the image at `args.image_path` (or the archive `args.import`)
+/// as container `args.container_id`. A failure leaves no container behind.
 pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<i32> {
     refuse_unsupported(args)?;
     crate::verbs::create::check_systemd(global)?;
@@ -210,20 +223,112 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
             let imported = crate::archive::import(file, &dest, &Default::default())?;
-            restore_image(
-                root,
-                global,
-                args,
-                &imported.image_dir,
-                imported.rootfs_diff.as_deref(),
-            )
+            let changes = RootfsChanges {
+                diff: imported.rootfs_diff.clone(),
+                deleted: imported.deleted_files.clone(),
+            };
+            let source = match given_bundle(args) {
+                Some(bundle) => BundleSource::Given(bundle),
+                None => BundleSource::Recreated(recreate_bundle(root, args, &imported, &changes)?),
+            };
+            restore_image(root, global, args, &imported.image_dir, source, &changes)
         }
         None => {
             let image = args
                 .image_path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoint"));
-            restore_image(root, global, args, &image, None)
+            // Checkpoint leaves the rootfs changes in the image directory.
+            let diff = image.join(crate::archive::ROOTFS_DIFF);
+            let changes = RootfsChanges {
+                diff: diff.is_file().then_some(diff),
+                deleted: crate::rootfs_diff::read_deleted(&image)?,
+            };
+            let bundle = given_bundle(args).unwrap_or_else(|| PathBuf::from("."));
+            restore_image(
+                root,
+                global,
+                args,
+                &image,
+                BundleSource::Given(bundle),
+                &changes,
+            )
+        }
+    }
+}
+
+/// `--bundle`, unless left out (an empty path).
+fn given_bundle(args: &Restore) -> Option<PathBuf> {
+    (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone())
+}
+
+/// `restore --import` without `--bundle`: the bundle is made again from the
+/// archive under `--work-path` (or the state root): the checkpointed spec,
+/// and the recorded rootfs base with the changes stacked on it as an overlay.
+fn recreate_bundle(
+    root: &StateRoot,
+    args: &Restore,
+    imported: &crate::archive::Imported,
+    changes: &RootfsChanges,
+) -> Result<RecreatedBundle> {
+    let id = args.container_id.as_str();
+    let archive = args.import.clone().unwrap_or_default();
+    let base = imported
+        .config
+        .rootfs_base
+        .as_ref()
+        .ok_or_else(|| RuntimeError::Bundle {
+            path: archive.clone(),
+            reason: "the archive does not record the container's rootfs base (written by an older godwit); \
+                     give --bundle DIR with a copy of the container's bundle"
+                .into(),
+        })?;
+    let spec_text = std::fs::read_to_string(&imported.spec_dump)
+        .map_err(|e| RuntimeError::io(&imported.spec_dump, e))?;
+    let spec: Spec = crate::bundle::parse_json(&imported.spec_dump, &spec_text)?;
+    let parent = args
+        .work_path
+        .clone()
+        .unwrap_or_else(|| root.path().to_path_buf());
+    let dir = std::path::absolute(parent.join(format!(".{id}.bundle")))
+        .map_err(|e| RuntimeError::io(&parent, e))?;
+    let made =
+        RecreatedBundle::create(&dir, base, &spec, changes.diff.as_deref(), &changes.deleted)?;
+    tracing::info!(id, bundle = %made.path().display(), "recreated the bundle from the archive");
+    Ok(made)
+}
+
+/// A terminal container's console: the socket libcontainer sends the new
+/// pty's master to (the caller's, or godwit's own for a foreground restore).
+fn console_for(
+    root: &StateRoot,
+    args: &Restore,
+    spec: &Spec,
+) -> Result<(Option<PathBuf>, Option<ConsoleSocket>)> {
+    let id = args.container_id.as_str();
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    match (terminal, &args.console_socket) {
+        (false, Some(_)) => Err(RuntimeError::Unsupported {
+            flag: "--console-socket",
+            reason: format!(
+                "the checkpointed container {id} has no terminal (process.terminal is false); omit the flag"
+            ),
+        }),
+        (false, None) => Ok((None, None)),
+        (true, Some(sock)) => Ok((Some(sock.clone()), None)),
+        (true, None) if args.detach => Err(RuntimeError::Unsupported {
+            flag: "--detach",
+            reason: "the container has a terminal (process.terminal): a detached restore needs \
+                     --console-socket SOCKET to receive the new pty's master"
+                .into(),
+        }),
+        (true, None) => {
+            let own = ConsoleSocket::listen(&root.path().join(format!("{id}.console")))?;
+            Ok((Some(own.path().to_path_buf()), Some(own)))
         }
     }
 }
@@ -233,7 +338,8 @@ fn restore_image(
     global: &GlobalOpts,
     args: &Restore,
     image: &Path,
-    rootfs_diff: Option<&Path>,
+    source: BundleSource,
+    changes: &RootfsChanges,
 ) -> Result<i32> {
     let id = args.container_id.as_str();
     // Check the image before anything is created.
@@ -243,18 +349,29 @@ fn restore_image(
             source: Box::new(e),
         })?;
     let previous_offsets = crate::timens::read_dump(image)?;
+    let net_state = crate::netns_state::read_dump(image)?;
     let spec_path = image.join(SPEC_DUMP);
     let spec_text = std::fs::read_to_string(&spec_path).map_err(|e| RuntimeError::Bundle {
         path: image.to_path_buf(),
         reason: format!("{SPEC_DUMP}: {e} (not an image written by `godwit checkpoint`)"),
     })?;
     let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
-    let (bundle, bundle_spec) = crate::bundle::load(&args.bundle)?;
+    let bundle_dir = match &source {
+        BundleSource::Given(dir) => dir.clone(),
+        BundleSource::Recreated(made) => made.path().to_path_buf(),
+    };
+    let (bundle, bundle_spec) = crate::bundle::load(&bundle_dir)?;
     let rootfs = crate::bundle::rootfs(&bundle, &bundle_spec);
+    let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
+    let (console_path, own_console) = console_for(root, args, &spec)?;
 
-    if let Some(diff) = rootfs_diff {
-        let n = crate::rootfs_diff::apply(diff, &rootfs)?;
-        tracing::info!(id, entries = n, rootfs = %rootfs.display(), "applied rootfs changes");
+    if let BundleSource::Given(_) = &source {
+        if let Some(diff) = &changes.diff {
+            let n = crate::rootfs_diff::apply(diff, &rootfs)?;
+            tracing::info!(id, entries = n, rootfs = %rootfs.display(), "applied rootfs changes");
+        }
+        let n = crate::rootfs_diff::remove_deleted(&rootfs, &changes.deleted)?;
+        tracing::info!(id, removed = n, "applied rootfs deletions");
     }
 
     // libcontainer reads config.json from a bundle directory: the stub's
@@ -263,7 +380,7 @@ fn restore_image(
     let _ = std::fs::remove_dir_all(&stub_bundle);
     std::fs::create_dir_all(&stub_bundle).map_err(|e| RuntimeError::io(&stub_bundle, e))?;
     let cleanup_bundle = RemoveOnDrop(stub_bundle.clone());
-    let mut stub = stub_spec(&spec, &rootfs)?;
+    let mut stub = stub_spec(&spec, &rootfs, console_path.is_some())?;
     // Computed last, just before the container is created: the clocks go on
     // from the dump's readings (the blackout is not seen by the workload).
     let offsets = crate::timens::offsets_for_restore(&reader.inventory.clocks, previous_offsets)?;
@@ -276,7 +393,10 @@ fn restore_image(
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(StubExecutor)
         .with_root_path(root.path())
-        .and_then(|b| b.with_pid_file(None::<PathBuf>))
+        .and_then(|b| {
+            b.with_console_socket(console_path.as_ref())
+                .with_pid_file(None::<PathBuf>)
+        })
         .and_then(|b| {
             b.as_init(&stub_bundle)
                 .with_systemd(global.systemd_cgroup)
@@ -288,10 +408,42 @@ fn restore_image(
             let _ = std::fs::remove_dir_all(root.container_dir(id));
             RuntimeError::lc("create (for restore)", id, e)
         })?;
-    let restored = rebuild(&mut container, image, id, &bundle, &spec);
+    // A foreground terminal restore: the new pty is proxied to our stdio.
+    let proxy = match &own_console {
+        Some(console) => match console.receive_master().and_then(PtyProxy::start) {
+            Ok(proxy) => Some(proxy),
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let (shown, recreated) = match source {
+        BundleSource::Given(_) => (bundle.clone(), None),
+        BundleSource::Recreated(made) => (bundle.clone(), Some(made)),
+    };
+    let restored = rebuild(
+        &mut container,
+        image,
+        id,
+        &spec,
+        &rootfs,
+        net_state.as_ref(),
+    );
     drop(cleanup_bundle);
     if let Err(e) = restored {
         let _ = container.delete(true);
+        return Err(e);
+    }
+    // From here the container owns a recreated bundle (delete removes it).
+    let record = crate::restored::Record {
+        bundle: Some(shown),
+        recreated: recreated.map(RecreatedBundle::keep),
+    };
+    if let Err(e) = record.save(&container.root) {
+        let _ = container.delete(true);
+        record.cleanup();
         return Err(e);
     }
     if let Some(pid_file) = &args.pid_file {
@@ -306,19 +458,25 @@ fn restore_image(
         flag: "restore",
         reason: format!("container {id} has no init pid"),
     })?;
-    let status = wait_forwarding(init, &signals, None);
+    let status = wait_forwarding(init, &signals, proxy.as_ref());
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
     let _ = container.delete(true);
+    record.cleanup();
     status
 }
 
 /// Starts the stub, stops it, and lets the dumper rebuild the tree in it;
-/// then records the real bundle and spec in the container's state.
+/// then records the spec (rootfs by absolute path) and the runtime bundle
+/// (see crate::restored) in the container's state.
 fn rebuild(
     container: &mut Container,
     image: &Path,
     id: &str,
-    bundle: &Path,
     spec: &Spec,
+    rootfs: &Path,
+    net_state: Option<&crate::netns_state::NetState>,
 ) -> Result<()> {
     container
         .start()
@@ -337,15 +495,25 @@ fn rebuild(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(RuntimeError::io(&tmpfs, e)),
     }
+    // The namespace's own interfaces, before a restored server listens again.
+    if let Some(state) = net_state {
+        crate::netns_state::restore(pid.as_raw(), state)?;
+    }
     let opts = godwit_checkpoint::RestoreOptions {
-        // The stub inherited our stdio: the workload's stdio becomes ours.
+        // The stub inherited our stdio (or, for a terminal container, has
+        // the new pty's slave as its stdio and controlling terminal): the
+        // workload's stdio becomes that.
         inherit_stdio: true,
     };
     godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| RuntimeError::Restore {
         id: id.to_string(),
         source: Box::new(e),
     })?;
-    container.state.bundle = bundle.to_path_buf();
+    let mut recorded = spec.clone();
+    let mut root = recorded.root().clone().unwrap_or_default();
+    root.set_path(rootfs.to_path_buf());
+    recorded.set_root(Some(root));
+    container.state.bundle = crate::restored::write_runtime_bundle(&container.root, &recorded)?;
     container
         .save()
         .map_err(|e| RuntimeError::lc("save state of", id, e))?;
@@ -353,7 +521,7 @@ fn rebuild(
         // Right after: the workload may reconnect or re-read its environment.
         crate::notify::send(pid.as_raw(), signal)?;
     }
-    crate::store::record_spec(container, spec)
+    crate::store::record_spec(container, &recorded)
 }
 
 /// Removes a directory when dropped.

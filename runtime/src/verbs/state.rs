@@ -22,7 +22,7 @@ pub struct StateDoc {
 }
 
 pub fn describe(container: &Container) -> StateDoc {
-    let bundle = container.bundle().clone();
+    let bundle = crate::restored::shown_bundle(container);
     let rootfs = crate::store::recorded_spec(container)
         .map(|spec| crate::bundle::rootfs(&bundle, &spec))
         .unwrap_or_else(|_| bundle.join("rootfs"));
