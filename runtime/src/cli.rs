@@ -211,6 +211,11 @@ pub struct Checkpoint {
     pub container_id: String,
 }
 
+/// A path, empty allowed (clap's own path parser refuses an empty one).
+fn any_path(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
+}
+
 /// runc's restore flags. Each is honoured or refused with a message naming it.
 #[derive(Args, Debug, Clone)]
 pub struct Restore {
@@ -227,7 +232,7 @@ pub struct Restore {
     /// Bundle whose rootfs the restored container uses (default: the current
     /// directory; with --import and no --bundle, the bundle is recreated from
     /// the archive under --work-path or the state root). Empty: not given.
-    #[arg(short, long, default_value_os_t = PathBuf::new(), hide_default_value = true)]
+    #[arg(short, long, default_value = "", hide_default_value = true, value_parser = any_path)]
     pub bundle: PathBuf,
     /// Return once the container runs again.
     #[arg(short, long)]

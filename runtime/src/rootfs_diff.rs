@@ -29,6 +29,10 @@ use nix::sys::stat::Mode;
 use crate::archive::{RootfsBase, DELETED_FILES, ROOTFS_DIFF};
 use crate::error::{Result, RuntimeError};
 
+/// How much earlier than the container's creation a ctime still counts as
+/// a change (timestamp granularity).
+const CTIME_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a checkpoint captured of the rootfs (files in the image directory).
 #[derive(Clone, Debug)]
 pub struct Captured {
@@ -55,6 +59,10 @@ pub fn capture_into_image(rootfs: &Path, since: SystemTime, image: &Path) -> Res
             (entries, deleted, base)
         }
         None => {
+            // Inode times come from the kernel's coarse clock (a tick behind
+            // the creation time godwit read), and some filesystems keep
+            // seconds only: a file made right at the start must not be missed.
+            let since = since.checked_sub(CTIME_MARGIN).unwrap_or(since);
             let entries = capture(&rootfs, since, &diff)?;
             let base = RootfsBase::Directory {
                 path: rootfs.clone(),
