@@ -226,10 +226,50 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
     assert!(!bundle_c.path().join("rootfs/etc/motd").exists());
 
     // delete unmounts and removes the recreated bundle.
-    host_b.ok(&["delete", "--force", &id_b]);
+    host_c.ok(&["delete", "--force", &id_c]);
+    host_b.ok(&["exec", &id_b, "sh", "-c", "rm /etc/added"]);
+    // Moving on from B (a recreated bundle: itself an overlay on the image)
+    // to D: B's bundle goes with the container, D gets everything again.
+    let at_b = last_count(&count_b).unwrap();
+    let archive2 = transfer.path().join("ovl2.tar");
+    host_b.ok(&["checkpoint", "--export", archive2.to_str().unwrap(), &id_b]);
     assert!(!is_mount_point(&recreated.join("rootfs")));
     assert!(!recreated.exists());
     assert_eq!(dot_entries(host_b.root.path()), Vec::<String>::new());
+    let host_d = Godwit::new();
+    let id_d = host_d.id("ovl-d");
+    host_d.ok_null(&[
+        "restore",
+        "--detach",
+        "--import",
+        archive2.to_str().unwrap(),
+        &id_d,
+    ]);
+    let out = host_d.ok(&[
+        "exec",
+        &id_d,
+        "sh",
+        "-c",
+        "cat /etc/kept /data/sub/fresh; ls /etc/added /etc/motd /data/old 2>&1 | wc -l",
+    ]);
+    assert_eq!(
+        out, "changed\nfresh\n3\n",
+        "changes and both deletions came along"
+    );
+    let count_d = host_d
+        .root
+        .path()
+        .join(format!(".{id_d}.bundle/rootfs/tmp/count"));
+    wait_for("counter continues on D", Duration::from_secs(10), || {
+        last_count(&count_d).filter(|&n| n >= at_b + 3)
+    });
+    let numbers = counts(&count_d);
+    assert!(
+        numbers.iter().enumerate().all(|(i, &n)| n == i as u64),
+        "{numbers:?}"
+    );
+    host_d.ok(&["delete", "--force", &id_d]);
+    assert_eq!(dot_entries(host_d.root.path()), Vec::<String>::new());
 }
 
 #[test]
