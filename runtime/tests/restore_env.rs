@@ -472,6 +472,73 @@ fn a_terminal_container_gets_a_new_pty_over_the_console_socket() {
     );
 }
 
+/// tpgid of `pid` (host pid of the terminal's foreground group) and its pgrp.
+fn tpgid_and_pgrp(pid: i32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (f[5].parse().unwrap(), f[2].parse().unwrap())
+}
+
+#[test]
+fn a_foreground_job_keeps_the_terminal_after_restore() {
+    let g = Godwit::new();
+    // A job-control shell runs the reader as a foreground job: its own
+    // process group, the terminal's foreground one.
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "set -m; sh -c 'n=0; while read l; do n=$((n+1)); echo \"job$n:$l\"; done'; echo outer-done",
+    ]);
+    bundle.edit(|c| c["process"]["terminal"] = true.into());
+    let sock = g.root.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let id = g.id("fgjob");
+    let receiver = std::thread::spawn(move || (receive_fd(&listener), listener));
+    g.ok_null(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id,
+    ]);
+    let (fd, listener) = receiver.join().unwrap();
+    let mut master = std::fs::File::from(fd);
+    g.ok(&["start", &id]);
+    master.write_all(b"one\n").unwrap();
+    read_until(&mut master, "job1:one");
+    let init = g.pid(&id);
+    let (tpgid, pgrp) = tpgid_and_pgrp(init);
+    assert_ne!(
+        tpgid, pgrp,
+        "the job is in the foreground, not the init's group"
+    );
+    let image = g.root.path().join("image");
+    g.ok(&["checkpoint", "--image-path", image.to_str().unwrap(), &id]);
+    drop(master);
+
+    let id2 = g.id("fgjob-restored");
+    let receiver = std::thread::spawn(move || receive_fd(&listener));
+    g.ok_null(&[
+        "restore",
+        "--detach",
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id2,
+    ]);
+    let mut master = std::fs::File::from(receiver.join().unwrap());
+    let init = g.pid(&id2);
+    let (tpgid, pgrp) = tpgid_and_pgrp(init);
+    assert_ne!(tpgid, pgrp, "the job is the foreground group again");
+    // Without that the job's read would stop it (SIGTTIN) and nothing come back.
+    master.write_all(b"two\n").unwrap();
+    read_until(&mut master, "job2:two");
+}
+
 #[test]
 fn lo_state_travels_and_missing_interfaces_are_named() {
     let host_a = Godwit::new();

@@ -509,6 +509,9 @@ fn rebuild(
         id: id.to_string(),
         source: Box::new(e),
     })?;
+    if let Some(terminal) = crate::console::read_terminal_dump(image)? {
+        crate::console::restore_terminal(pid.as_raw(), &terminal)?;
+    }
     let mut recorded = spec.clone();
     let mut root = recorded.root().clone().unwrap_or_default();
     root.set_path(rootfs.to_path_buf());
