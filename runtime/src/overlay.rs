@@ -98,6 +98,9 @@ pub fn check_option_path(path: &Path) -> std::result::Result<(), &'static str> {
     if !path.is_absolute() {
         return Err("the path is not absolute");
     }
+    if path.parent().is_none() {
+        return Err("the path is the host's root directory");
+    }
     if s.contains([':', ',', '\0', '\n']) {
         return Err(
             "the path holds ':', ',', a newline or NUL, which overlay's mount options cannot carry",
@@ -180,5 +183,6 @@ mod tests {
         assert!(check_option_path(Path::new("rel")).is_err());
         assert!(check_option_path(Path::new("/a:b")).is_err());
         assert!(check_option_path(Path::new("/a/../b")).is_err());
+        assert!(check_option_path(Path::new("/")).is_err());
     }
 }

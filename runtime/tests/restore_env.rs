@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -327,6 +327,66 @@ fn import_without_bundle_refuses_a_missing_base_and_leaves_nothing() {
     assert_eq!(host_b.status(&id_b), "running");
     host_b.ok(&["delete", "--force", &id_b]);
     assert!(!recreated.exists());
+}
+
+/// An archive as `checkpoint --export` writes it, with `rootfs_base` as given.
+fn archive_with_base(dir: &Path, base: Option<godwit_runtime::archive::RootfsBase>) -> PathBuf {
+    use godwit_runtime::archive::{ArchiveConfig, ArchiveContents};
+    let image = dir.join("image");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::write(image.join("inventory.json"), b"{}").unwrap();
+    let mut config = ArchiveConfig::new("c1");
+    config.rootfs_base = base;
+    let file = dir.join("a.tar");
+    godwit_runtime::archive::export(
+        &ArchiveContents {
+            image_dir: image,
+            spec_dump: b"{}".to_vec(),
+            config,
+            rootfs_diff: None,
+            deleted_files: vec![],
+            stats: serde_json::Value::Null,
+        },
+        &file,
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn import_without_bundle_needs_a_usable_recorded_base() {
+    use godwit_runtime::archive::RootfsBase;
+    let g = Godwit::new();
+    let dir = tempfile::tempdir().unwrap();
+    let restore = |archive: &Path| {
+        let id = g.id("base");
+        let err = g.fails(&[
+            "restore",
+            "--detach",
+            "--import",
+            archive.to_str().unwrap(),
+            &id,
+        ]);
+        assert!(!g.state_dir(&id).exists());
+        assert_eq!(dot_entries(g.root.path()), Vec::<String>::new());
+        err
+    };
+    // Written before config.dump recorded the base (format 1.0): --bundle it is.
+    let older = archive_with_base(&dir.path().join("older"), None);
+    let err = restore(&older);
+    assert!(
+        err.contains("does not record") && err.contains("--bundle"),
+        "{err}"
+    );
+    // A base that is the host's root, or not absolute, is refused on import.
+    for (name, path) in [("root", "/"), ("relative", "srv/image")] {
+        let bad = archive_with_base(
+            &dir.path().join(name),
+            Some(RootfsBase::Directory { path: path.into() }),
+        );
+        let err = restore(&bad);
+        assert!(err.contains("rootfs_base"), "{name}: {err}");
+    }
 }
 
 /// Receives the pty master sent over a console socket.
