@@ -510,7 +510,15 @@ fn rebuild(
         source: Box::new(e),
     })?;
     if let Some(terminal) = crate::console::read_terminal_dump(image)? {
-        crate::console::restore_terminal(pid.as_raw(), &terminal)?;
+        // The workload runs already: a terminal whose foreground group could
+        // not be set is no reason to kill it.
+        if let Err(e) = crate::console::restore_terminal(pid.as_raw(), &terminal) {
+            tracing::warn!(id, "terminal foreground group not restored: {e}");
+            eprintln!(
+                "godwit: warning: the terminal's foreground process group {} was not restored: {e}",
+                terminal.foreground_pgrp
+            );
+        }
     }
     let mut recorded = spec.clone();
     let mut root = recorded.root().clone().unwrap_or_default();
