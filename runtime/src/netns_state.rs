@@ -255,9 +255,10 @@ fn exists_ok(r: io::Result<Vec<RouteNetlinkMessage>>) -> io::Result<()> {
     }
 }
 
-/// Writes `state` into the network namespace this thread is in; returns the
-/// recorded interfaces other than lo that it lacks.
-fn write_here(state: &NetState) -> io::Result<Vec<String>> {
+/// Writes `state` into the network namespace this thread is in; returns what
+/// it could not do (lo itself not coming up is an error).
+fn write_here(state: &NetState) -> io::Result<Shortfall> {
+    let mut out = Shortfall::default();
     let mut nl = Rtnl::new()?;
     let links = nl.links()?;
     let names: Vec<String> = links.iter().filter_map(link_name).collect();
@@ -285,16 +286,17 @@ fn write_here(state: &NetState) -> io::Result<Vec<String>> {
         };
         m.attributes.push(AddressAttribute::Local(a.address));
         m.attributes.push(AddressAttribute::Address(a.address));
-        exists_ok(nl.request(
+        if let Err(e) = exists_ok(nl.request(
             RouteNetlinkMessage::NewAddress(m),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ))
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("add {}/{} to lo: {e}", a.address, a.prefix_len),
-            )
-        })?;
+        )) {
+            // E.g. IPv6 disabled on this host: the restore goes on, and a
+            // socket that was bound to the address says so itself.
+            out.warnings.push(format!(
+                "address {}/{} not added to lo: {e}",
+                a.address, a.prefix_len
+            ));
+        }
     }
     for r in &state.lo_routes {
         let mut m = RouteMessage::default();
@@ -326,23 +328,35 @@ fn write_here(state: &NetState) -> io::Result<Vec<String>> {
         if let Some(p) = r.priority {
             m.attributes.push(RouteAttribute::Priority(p));
         }
-        exists_ok(nl.request(
+        if let Err(e) = exists_ok(nl.request(
             RouteNetlinkMessage::NewRoute(m),
             NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        ))
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("add route {:?}/{} on lo: {e}", r.destination, r.prefix_len),
-            )
-        })?;
+        )) {
+            let dest = r
+                .destination
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "default".into());
+            out.warnings.push(format!(
+                "route {dest}/{} on lo not added: {e}",
+                r.prefix_len
+            ));
+        }
     }
-    Ok(state
+    out.missing = state
         .other_interfaces
         .iter()
         .filter(|n| !names.contains(n))
         .cloned()
-        .collect())
+        .collect();
+    Ok(out)
+}
+
+/// What writing the state could not do; the restore goes on.
+#[derive(Default)]
+struct Shortfall {
+    /// Recorded interfaces (other than lo) the namespace lacks.
+    missing: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// Runs `work` on a thread that joined `pid`'s network namespace.
@@ -387,8 +401,12 @@ pub fn restore(pid: i32, state: &NetState) -> Result<()> {
         return Ok(());
     }
     let state = state.clone();
-    let missing = in_net_ns(pid, move || write_here(&state))?;
-    for name in missing {
+    let shortfall = in_net_ns(pid, move || write_here(&state))?;
+    for warning in shortfall.warnings {
+        tracing::warn!("{warning}");
+        eprintln!("godwit: warning: {warning}");
+    }
+    for name in shortfall.missing {
         tracing::warn!(interface = %name, "interface missing after restore");
         eprintln!(
             "godwit: warning: interface {name} was plumbed in from outside: plumb it again (CNI/podman)"
@@ -434,11 +452,12 @@ mod tests {
             lo_routes: vec![],
             other_interfaces: vec!["eth0".into()],
         };
-        let (missing, read) = in_fresh_ns(move || {
-            let missing = write_here(&state).unwrap();
-            (missing, read_here().unwrap())
+        let (shortfall, read) = in_fresh_ns(move || {
+            let shortfall = write_here(&state).unwrap();
+            (shortfall, read_here().unwrap())
         });
-        assert_eq!(missing, vec!["eth0".to_string()]);
+        assert_eq!(shortfall.missing, vec!["eth0".to_string()]);
+        assert!(shortfall.warnings.is_empty(), "{:?}", shortfall.warnings);
         assert!(read.lo_up);
         assert!(read
             .lo_addresses
