@@ -22,8 +22,6 @@ pub enum ShimError {
     },
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
-    #[error("{what}")]
-    Unimplemented { what: String },
     #[error("task {id}")]
     Runtime {
         id: String,
@@ -87,7 +85,6 @@ impl ShimError {
             ShimError::AlreadyExists { .. } => Code::ALREADY_EXISTS,
             ShimError::WrongState { .. } => Code::FAILED_PRECONDITION,
             ShimError::InvalidArgument { .. } => Code::INVALID_ARGUMENT,
-            ShimError::Unimplemented { .. } => Code::UNIMPLEMENTED,
             ShimError::Runtime {
                 source: RuntimeError::NotFound { .. },
                 ..

@@ -1,5 +1,6 @@
 //! containerd-shim-godwit-v2: containerd's runtime `io.containerd.godwit.v2`.
 
+mod checkpoint;
 mod console;
 mod container;
 mod error;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use containerd_shim::api::{self, Status};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
+    TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 use godwit_runtime::store::{cgroup_manager, StateRoot};
 use godwit_runtime::verbs;
 
+use crate::checkpoint;
 use crate::console::{self, ConsoleSocket};
 use crate::container::{self, InitOptions};
 use crate::error::{Result, ShimError};
@@ -45,9 +46,20 @@ struct TaskEntry {
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     rootfs_mounted: bool,
+    /// Set when Create named a checkpoint: Start restores it instead of
+    /// starting a fresh init (as containerd's runc shim does).
+    restore: Option<PendingRestore>,
     /// Serialises runtime calls on this container: libcontainer rewrites
     /// state.json in place, and a concurrent load would read it half-written.
     ops: Mutex<()>,
+}
+
+/// A restore recorded at Create, performed at Start.
+struct PendingRestore {
+    /// The checked image directory (inside containerd's checkpoint directory).
+    image: PathBuf,
+    no_pivot: bool,
+    systemd: bool,
 }
 
 struct Inner {
@@ -215,25 +227,66 @@ impl Inner {
         if lock(&self.tasks).contains_key(&id) {
             return Err(ShimError::AlreadyExists { id });
         }
-        if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unimplemented {
-                what: format!(
-                    "task {id}: restore from checkpoint {}: not implemented yet: godwit \
-                     checkpoint support lands with issue 5",
-                    req.checkpoint
-                ),
-            });
-        }
         let opts = TaskOptions::decode(req.options.as_ref(), &self.namespace)?;
+        let root = StateRoot::open(&opts.root).map_err(|e| ShimError::runtime(&id, e))?;
+        // A checkpoint is checked whole before anything is mounted or created.
+        let restore = if req.checkpoint.is_empty() {
+            None
+        } else {
+            if req.terminal {
+                return Err(ShimError::invalid(
+                    "terminal",
+                    format!(
+                        "task {id}: tasks with a terminal cannot be restored by godwit yet; \
+                         restore without a terminal"
+                    ),
+                ));
+            }
+            if root.container_dir(&id).exists() {
+                return Err(ShimError::runtime(
+                    &id,
+                    godwit_runtime::RuntimeError::AlreadyExists {
+                        id: id.clone(),
+                        root: root.path().to_path_buf(),
+                    },
+                ));
+            }
+            Some(PendingRestore {
+                image: checkpoint::check_image(&id, Path::new(&req.checkpoint))?,
+                no_pivot: opts.no_pivot,
+                systemd: opts.systemd_cgroup,
+            })
+        };
         let bundle = PathBuf::from(&req.bundle);
         opts.save(&bundle)?;
-        let root = StateRoot::open(&opts.root).map_err(|e| ShimError::runtime(&id, e))?;
         let rootfs_mounted = rootfs::mount(&bundle, &req.rootfs)?;
         let process = Arc::new(Process::new(
             "",
             paths(&req.stdin, &req.stdout, &req.stderr, req.terminal),
             None,
         ));
+        if let Some(restore) = restore {
+            log::info!(
+                "task {id} created; Start restores {}",
+                restore.image.display()
+            );
+            lock(&self.tasks).insert(
+                id.clone(),
+                Arc::new(TaskEntry {
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    root: root.clone(),
+                    init: process,
+                    execs: Mutex::new(HashMap::new()),
+                    rootfs_mounted,
+                    restore: Some(restore),
+                    ops: Mutex::new(()),
+                }),
+            );
+            self.publish_create(&req, 0);
+            // No process exists before Start (runc's shim answers 0 too).
+            return Ok(api::CreateTaskResponse::default());
+        }
         let created = (|| -> Result<i32> {
             let prepared = prepare(&process.paths)?;
             let _guard = reaper::fork_guard();
@@ -259,6 +312,7 @@ impl Inner {
                     init: process.clone(),
                     execs: Mutex::new(HashMap::new()),
                     rootfs_mounted,
+                    restore: None,
                     ops: Mutex::new(()),
                 }),
             );
@@ -274,8 +328,17 @@ impl Inner {
             }
         };
         log::info!("task {id} created, init pid {pid}");
+        self.watch_oom(&id, pid);
+        self.publish_create(&req, pid);
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    fn watch_oom(&self, id: &str, pid: i32) {
         let events = self.events.clone();
-        let oom_id = id.clone();
+        let oom_id = id.to_string();
         if let Err(e) = crate::oom::watch(pid, move || {
             log::info!("task {oom_id}: out of memory");
             events.publish(TaskOOM {
@@ -285,8 +348,11 @@ impl Inner {
         }) {
             log::warn!("task {id}: {}", e.chain());
         }
+    }
+
+    fn publish_create(&self, req: &api::CreateTaskRequest, pid: i32) {
         self.publish(TaskCreate {
-            container_id: id.clone(),
+            container_id: req.id.clone(),
             bundle: req.bundle.clone(),
             rootfs: req.rootfs.clone(),
             io: MessageField::some(TaskIO {
@@ -300,10 +366,6 @@ impl Inner {
             pid: pid as u32,
             ..Default::default()
         });
-        Ok(api::CreateTaskResponse {
-            pid: pid as u32,
-            ..Default::default()
-        })
     }
 
     fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
@@ -316,6 +378,9 @@ impl Inner {
                 op: "start",
                 reason: format!("it is {:?}, not created", process.status()),
             });
+        }
+        if let (true, Some(restore)) = (req.exec_id.is_empty(), task.restore.as_ref()) {
+            return self.start_restored(&task, &process, restore);
         }
         if req.exec_id.is_empty() {
             {
@@ -375,6 +440,147 @@ impl Inner {
             pid: pid as u32,
             ..Default::default()
         })
+    }
+
+    /// Start of a task created from a checkpoint: the runtime creates the stub
+    /// init with the task's stdio pipes and rebuilds the image's processes in
+    /// it; the restored tree's root is the stub's pid, the shim's child.
+    fn start_restored(
+        &self,
+        task: &TaskEntry,
+        process: &Arc<Process>,
+        restore: &PendingRestore,
+    ) -> Result<api::StartResponse> {
+        let args =
+            checkpoint::restore_args(&task.id, &task.bundle, &restore.image, restore.no_pivot);
+        let global = godwit_runtime::cli::GlobalOpts {
+            root: task.root.path().to_path_buf(),
+            log: None,
+            log_format: godwit_runtime::cli::LogFormat::Text,
+            debug: false,
+            systemd_cgroup: restore.systemd,
+            criu: None,
+            rootless: None,
+        };
+        let restored = stdio::pipes(&process.paths).and_then(|(child, pending)| {
+            let stub_stdio = verbs::restore::StubStdio {
+                stdin: child.stdin,
+                stdout: child.stdout,
+                stderr: child.stderr,
+            };
+            // The dumper ptraces the stub: the reaper must not wait meanwhile.
+            let _guard = reaper::fork_guard();
+            verbs::restore::restore_with_stdio(&task.root, &global, &args, Some(stub_stdio))
+                .map_err(|e| ShimError::runtime(&task.id, e))?;
+            let pid = task
+                .root
+                .load(&task.id)
+                .map_err(|e| ShimError::runtime(&task.id, e))?
+                .pid()
+                .map(|p| p.as_raw())
+                .unwrap_or(0);
+            // Registered under the guard, so its exit cannot be reaped first.
+            process.set_pid(pid);
+            process.set_status(Status::RUNNING);
+            Ok((pid, pending))
+        });
+        let (pid, pending) = match restored {
+            Ok(restored) => restored,
+            Err(e) => {
+                // containerd may wait on it: a process that never ran has ended.
+                process.set_exited(255);
+                return Err(e);
+            }
+        };
+        attach(process, &task.id, Some(pending), None)?;
+        log::info!(
+            "task {} restored from {}, init pid {pid}",
+            task.id,
+            restore.image.display()
+        );
+        self.watch_oom(&task.id, pid);
+        self.publish(TaskStart {
+            container_id: task.id.clone(),
+            pid: pid as u32,
+            ..Default::default()
+        });
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    /// Dumps the task into the checkpoint directory. The processes keep
+    /// running (still paused if they were); with `exit` they are killed once
+    /// the image is complete. A failed dump leaves the task as it was.
+    fn checkpoint(&self, req: api::CheckpointTaskRequest) -> Result<()> {
+        let task = self.task(&req.id)?;
+        let request = checkpoint::decode(req.options.as_ref(), &req.path)?;
+        if task.init.paths.terminal {
+            return Err(ShimError::WrongState {
+                id: req.id.clone(),
+                exec_id: String::new(),
+                op: "checkpoint",
+                reason: "it has a terminal, and godwit cannot restore terminal tasks yet".into(),
+            });
+        }
+        let _ops = lock(&task.ops);
+        let paused = match task.init.status() {
+            Status::RUNNING => false,
+            Status::PAUSED => true,
+            other => {
+                return Err(ShimError::WrongState {
+                    id: req.id.clone(),
+                    exec_id: String::new(),
+                    op: "checkpoint",
+                    reason: format!("it is {other:?}, not running or paused"),
+                })
+            }
+        };
+        let pids =
+            verbs::ps::pids(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
+        checkpoint::check_no_locks(&task.id, &pids, request.file_locks)?;
+        let args = checkpoint::runtime_args(&task.id, &request);
+        {
+            // The dumper ptraces the task's processes: no reaping meanwhile.
+            let _guard = reaper::fork_guard();
+            verbs::checkpoint::checkpoint(&task.root, &args)
+                .map_err(|e| ShimError::runtime(&task.id, e))?;
+        }
+        log::info!(
+            "task {} checkpointed into {}",
+            task.id,
+            request.image.display()
+        );
+        if request.exit {
+            let mut container = task
+                .root
+                .load(&task.id)
+                .map_err(|e| ShimError::runtime(&task.id, e))?;
+            container
+                .kill(
+                    libcontainer::signal::Signal::from(nix::sys::signal::SIGKILL),
+                    true,
+                )
+                .map_err(|e| {
+                    ShimError::runtime(
+                        &task.id,
+                        godwit_runtime::RuntimeError::lc("kill (checkpoint exit)", &task.id, e),
+                    )
+                })?;
+            if paused {
+                // Frozen processes die only once thawed.
+                if let Err(e) = verbs::pause::resume(&task.root, &task.id) {
+                    log::warn!("task {}: thaw after checkpoint exit: {e}", task.id);
+                }
+            }
+        }
+        self.publish(TaskCheckpointed {
+            container_id: task.id.clone(),
+            checkpoint: request.image.display().to_string(),
+            ..Default::default()
+        });
+        Ok(())
     }
 
     fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
@@ -463,13 +669,20 @@ impl Inner {
             let exit = process.exit();
             return Ok(delete_response(process.pid(), exit));
         }
-        {
+        // pid 0: a restore that never started created no container (one of
+        // that name in the state root belongs to someone else).
+        if process.pid() != 0 {
             let _guard = reaper::fork_guard();
             // A created (never started) init is killed here.
             verbs::delete::delete(&task.root, &task.id, true)
                 .map_err(|e| ShimError::runtime(&task.id, e))?;
         }
-        let exit = process.wait(Some(Duration::from_secs(2)));
+        // A restore that never started has no process to wait for.
+        let exit = if process.pid() == 0 {
+            process.exit()
+        } else {
+            process.wait(Some(Duration::from_secs(2)))
+        };
         process.with_io(|io| {
             io.wait_output(OUTPUT_DRAIN);
             io.close();
@@ -788,13 +1001,12 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: api::CheckpointTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        let err = ShimError::Unimplemented {
-            what: format!(
-                "task {}: checkpoint to {}: not implemented yet: godwit checkpoint support lands with issue 5",
-                req.id, req.path
-            ),
-        };
-        reply("checkpoint", &req.id, Err(err))
+        let id = req.id.clone();
+        reply(
+            "checkpoint",
+            &id,
+            self.inner.checkpoint(req).map(|()| api::Empty::new()),
+        )
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {

@@ -188,6 +188,15 @@ fn wait_stopped(pid: i32) -> Result<()> {
     }
 }
 
+/// The stdio the stub (and so, through `RestoreOptions::inherit_stdio`, the
+/// restored workload) gets instead of the caller's: the containerd shim
+/// passes the pipes it copies to the task's fifos.
+pub struct StubStdio {
+    pub stdin: std::os::fd::OwnedFd,
+    pub stdout: std::os::fd::OwnedFd,
+    pub stderr: std::os::fd::OwnedFd,
+}
+
 /// The rootfs changes a checkpoint carried: the diff tar and the deletions.
 struct RootfsChanges {
     diff: Option<PathBuf>,
@@ -205,6 +214,16 @@ enum BundleSource {
 /// Restores the image at `args.image_path` (or the archive `args.import`)
 /// as container `args.container_id`. A failure leaves no container behind.
 pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<i32> {
+    restore_with_stdio(root, global, args, None)
+}
+
+/// [`restore`], the workload's stdio being `stdio` instead of the caller's.
+pub fn restore_with_stdio(
+    root: &StateRoot,
+    global: &GlobalOpts,
+    args: &Restore,
+    stdio: Option<StubStdio>,
+) -> Result<i32> {
     refuse_unsupported(args)?;
     crate::verbs::create::check_systemd(global)?;
     let id = args.container_id.as_str();
@@ -231,7 +250,15 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
                 Some(bundle) => BundleSource::Given(bundle),
                 None => BundleSource::Recreated(recreate_bundle(root, args, &imported, &changes)?),
             };
-            restore_image(root, global, args, &imported.image_dir, source, &changes)
+            restore_image(
+                root,
+                global,
+                args,
+                &imported.image_dir,
+                source,
+                &changes,
+                stdio,
+            )
         }
         None => {
             let image = args
@@ -252,6 +279,7 @@ pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<
                 &image,
                 BundleSource::Given(bundle),
                 &changes,
+                stdio,
             )
         }
     }
@@ -340,6 +368,7 @@ fn restore_image(
     image: &Path,
     source: BundleSource,
     changes: &RootfsChanges,
+    stdio: Option<StubStdio>,
 ) -> Result<i32> {
     let id = args.container_id.as_str();
     // Check the image before anything is created.
@@ -396,6 +425,13 @@ fn restore_image(
         .and_then(|b| {
             b.with_console_socket(console_path.as_ref())
                 .with_pid_file(None::<PathBuf>)
+        })
+        .map(|b| match stdio {
+            Some(s) => b
+                .with_stdin(s.stdin)
+                .with_stdout(s.stdout)
+                .with_stderr(s.stderr),
+            None => b,
         })
         .and_then(|b| {
             b.as_init(&stub_bundle)

@@ -92,10 +92,15 @@ impl Containerd {
             shim_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        // containerd unpacks checkpoints into $XDG_RUNTIME_DIR (else /tmp)
+        // and leaves them there: keep them in the test's directory.
+        let xdg = self.dir.path().join("xdg");
+        std::fs::create_dir_all(&xdg).expect("create the XDG_RUNTIME_DIR");
         let child = Command::new("containerd")
             .arg("--config")
             .arg(self.dir.path().join("config.toml"))
             .env("PATH", path)
+            .env("XDG_RUNTIME_DIR", xdg)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -215,6 +220,20 @@ impl Containerd {
         let client = containerd_shim_protos::ttrpc::Client::connect(address.trim())
             .expect("connect to the shim");
         containerd_shim_protos::TaskClient::new(client)
+    }
+
+    /// The test's private directory (containerd's root, state and sockets).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The bundle containerd made for task `id` (the shim mounts its rootfs there).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id)
     }
 
     /// godwit's state root for this namespace (what the shim uses by default).
