@@ -145,7 +145,26 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
     });
     let transfer = tempfile::tempdir().unwrap();
     let archive = transfer.path().join("ovl.tar.zst");
-    host_a.ok(&["checkpoint", "--export", archive.to_str().unwrap(), &id]);
+    // Both an image directory and an archive: the image directory carries
+    // the same rootfs changes (for `restore --image-path`).
+    let image_dir = transfer.path().join("image");
+    host_a.ok(&[
+        "checkpoint",
+        "--image-path",
+        image_dir.to_str().unwrap(),
+        "--export",
+        archive.to_str().unwrap(),
+        &id,
+    ]);
+    let mut deleted: Vec<String> =
+        serde_json::from_slice(&std::fs::read(image_dir.join("deleted.files")).unwrap()).unwrap();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        vec!["/data/old", "/data/sub/older", "/etc/motd"],
+        "a whiteout, and the names hidden below the replaced /data"
+    );
+    assert!(image_dir.join("rootfs-diff.tar").is_file());
     let at_dump = last_count(&count_a).unwrap();
     bundle_a.unmount();
 
@@ -227,6 +246,27 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
 
     // delete unmounts and removes the recreated bundle.
     host_c.ok(&["delete", "--force", &id_c]);
+    // Host E: the image directory instead of the archive, on another copy.
+    let host_e = Godwit::new();
+    let bundle_e = tempfile::tempdir().unwrap();
+    copy_tree(&base, &bundle_e.path().join("rootfs"));
+    std::fs::copy(
+        image.path().join("config.json"),
+        bundle_e.path().join("config.json"),
+    )
+    .unwrap();
+    let id_e = host_e.id("ovl-e");
+    host_e.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image_dir.to_str().unwrap(),
+        "--bundle",
+        bundle_e.path().to_str().unwrap(),
+        &id_e,
+    ]);
+    check(&host_e, &id_e);
+    host_e.ok(&["delete", "--force", &id_e]);
     host_b.ok(&["exec", &id_b, "sh", "-c", "rm /etc/added"]);
     // Moving on from B (a recreated bundle: itself an overlay on the image)
     // to D: B's bundle goes with the container, D gets everything again.
