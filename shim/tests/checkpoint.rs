@@ -172,6 +172,19 @@ fn checkpoint_moves_a_counter_to_a_second_containerd() {
     // The restored task is a task like any other.
     let ps = b.ok(&["task", "ps", id]);
     assert_eq!(ps.lines().count(), 2, "init only:\n{ps}");
+    let out = b.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
+        "tail -n 1 /tmp/count; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let seen: u64 = text(&out.stdout).trim().parse().unwrap();
+    assert!(seen >= last, "exec saw {seen}, the counter was past {last}");
     b.ok(&["task", "pause", id]);
     b.ok(&["task", "resume", id]);
     b.ok(&["task", "kill", "-s", "KILL", id]);
