@@ -132,15 +132,15 @@ pub fn check_no_locks(id: &str, pids: &[i32], file_locks: bool) -> Result<()> {
     ))
 }
 
-/// The runtime's checkpoint arguments for `request`. The dump always leaves
-/// the processes running: with `exit` the shim kills the task afterwards,
-/// so that its state stays until containerd deletes it.
+/// The runtime's checkpoint arguments for `request`. With `exit` the runtime
+/// kills the dumped tree itself (its TCP peers get a reset) and removes the
+/// container's state; the shim reports the init's exit as for any task.
 pub fn runtime_args(id: &str, request: &Request) -> cli::Checkpoint {
     cli::Checkpoint {
         image_path: Some(request.image.clone()),
         export: None,
         work_path: None,
-        leave_running: true,
+        leave_running: !request.exit,
         parent_path: None,
         tcp_established: false,
         ext_unix_sk: false,

@@ -525,9 +525,8 @@ impl Inner {
             });
         }
         let _ops = lock(&task.ops);
-        let paused = match task.init.status() {
-            Status::RUNNING => false,
-            Status::PAUSED => true,
+        match task.init.status() {
+            Status::RUNNING | Status::PAUSED => {}
             other => {
                 return Err(ShimError::WrongState {
                     id: req.id.clone(),
@@ -553,25 +552,17 @@ impl Inner {
             request.image.display()
         );
         if request.exit {
-            let mut container = task
-                .root
-                .load(&task.id)
-                .map_err(|e| ShimError::runtime(&task.id, e))?;
-            container
-                .kill(
-                    libcontainer::signal::Signal::from(nix::sys::signal::SIGKILL),
-                    true,
-                )
-                .map_err(|e| {
-                    ShimError::runtime(
-                        &task.id,
-                        godwit_runtime::RuntimeError::lc("kill (checkpoint exit)", &task.id, e),
-                    )
-                })?;
-            if paused {
-                // Frozen processes die only once thawed.
-                if let Err(e) = verbs::pause::resume(&task.root, &task.id) {
-                    log::warn!("task {}: thaw after checkpoint exit: {e}", task.id);
+            // The dumper killed the tree and, as its tracer, waited for the
+            // processes: the reaper may never see those exits. Report them.
+            let mut processes = vec![task.init.clone()];
+            processes.extend(lock(&task.execs).values().cloned());
+            for process in processes {
+                let pid = Pid::from_raw(process.pid());
+                if pid.as_raw() > 0
+                    && process.exit().is_none()
+                    && nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH)
+                {
+                    self.on_exit(pid, 128 + libc::SIGKILL);
                 }
             }
         }

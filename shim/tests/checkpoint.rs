@@ -267,23 +267,33 @@ fn checkpoint_options_refused_by_name_and_exit_ends_the_task() {
     let now = last_count(&c, id);
     wait_past(&c, id, now);
 
-    // exit: the image is written, then the task ends (Wait returns).
+    // exit: the image is written, then the task ends (Wait returns), also
+    // when it was paused; nothing is left once it is deleted.
+    checkpoint_with_exit(&c, id, false);
+    let id = "opts-paused";
+    run_counter(&c, id);
+    c.ok(&["task", "pause", id]);
+    checkpoint_with_exit(&c, id, true);
+}
+
+fn checkpoint_with_exit(c: &Containerd, id: &str, paused: bool) {
     let waiter = c.shim(id);
+    let task = id.to_string();
     let wait = std::thread::spawn(move || {
         waiter.wait(
             context::with_timeout(Duration::from_secs(60).as_nanos() as i64),
             &WaitRequest {
-                id: "opts".into(),
+                id: task,
                 ..Default::default()
             },
         )
     });
     std::thread::sleep(Duration::from_millis(200));
-    let image = c.dir().join("exit-image");
+    let image = c.dir().join(format!("exit-image-{id}"));
     std::fs::create_dir(&image).unwrap();
     c.shim(id)
         .checkpoint(
-            timeout(),
+            context::with_timeout(Duration::from_secs(30).as_nanos() as i64),
             &checkpoint_request(
                 id,
                 &image,
@@ -297,12 +307,20 @@ fn checkpoint_options_refused_by_name_and_exit_ends_the_task() {
         .expect("checkpoint with exit");
     assert!(image.join("inventory.json").is_file());
     let exit = wait.join().unwrap().expect("Wait");
-    assert_eq!(exit.exit_status, 137, "killed after the dump");
+    assert_eq!(
+        exit.exit_status, 137,
+        "killed after the dump (paused: {paused})"
+    );
     c.wait_status(id, "STOPPED");
-    let stopped = last_count(&c, id);
+    let stopped = last_count(c, id);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(last_count(&c, id), stopped);
+    assert_eq!(last_count(c, id), stopped);
     c.ok(&["task", "delete", id]);
+    assert!(cgroup_dirs(&c.ns, id).is_empty(), "cgroup of {id} left");
+    assert!(
+        !c.godwit_root().join(id).exists(),
+        "godwit state of {id} left"
+    );
 }
 
 #[test]

@@ -267,10 +267,19 @@ impl Drop for Containerd {
             }
         }
         self.stop();
+        // A shim whose task could not be deleted outlives containerd: find
+        // ours by the namespace it was started for, and its containers'
+        // processes by their cgroups; end them by pid.
+        kill_shims_of(&self.ns);
         // containerd puts each container's cgroup under /<namespace>.
         if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
             for e in entries.flatten() {
-                let _ = std::fs::remove_dir(e.path().join(&self.ns));
+                remove_cgroup_tree(&e.path().join(&self.ns));
+            }
+        }
+        if let Ok(dirs) = std::fs::read_dir(self.godwit_root()) {
+            for d in dirs.flatten() {
+                let _ = std::fs::remove_dir_all(d.path());
             }
         }
         let _ = std::fs::remove_dir(self.godwit_root());
@@ -284,4 +293,58 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// SIGKILLs every containerd-shim-godwit-v2 started with `-namespace ns`.
+fn kill_shims_of(ns: &str) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let ours = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"containerd-shim-godwit-v2"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-namespace" && w[1] == ns.as_bytes());
+        if ours {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Kills the processes left in a cgroup tree (thawed first) and removes it.
+fn remove_cgroup_tree(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.path().is_dir() {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let _ = std::fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(dir);
 }
