@@ -41,9 +41,10 @@ pub struct DumpOptions {
     /// The processes' cgroup (v2 directory, or v1 freezer directory): frozen
     /// while every thread is seized, so nothing forks behind our back.
     pub freeze_cgroup: Option<std::path::PathBuf>,
-    /// With `leave_running` and `freeze_cgroup`: freeze the cgroup again
-    /// before the processes are released (a paused container stays paused
-    /// without running an instruction in between).
+    /// With `freeze_cgroup`: freeze the cgroup again before the processes
+    /// are released (`leave_running`, or a [`Held`] dump aborted), so a
+    /// paused container stays paused without running an instruction in
+    /// between.
     pub keep_frozen: bool,
 }
 
@@ -101,6 +102,90 @@ pub fn clocks() -> Clocks {
 /// Dumps the processes `pids` (host pids; one of them the root whose parent
 /// is outside the set) into the empty or new directory `dir`.
 pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
+    dump_and_hold(pids, dir, opts)?.finish()
+}
+
+/// A dumped tree still held in its ptrace stops, the image complete and
+/// durable: [`Held::finish`] kills or releases it as the options say,
+/// [`Held::abort`] (or drop) lets it run on as if nothing had happened. A
+/// caller that has more to do before the tree may die (write the image into
+/// an archive) does it in between, and aborts if that fails.
+pub struct Held {
+    frozen: Frozen,
+    /// Processes that were in a job-control stop before the dump.
+    stopped: std::collections::HashSet<i32>,
+    /// TCP connections (host pid, fd): not carried, reset when killed.
+    connections: Vec<(i32, i32)>,
+    leave_running: bool,
+    keep_frozen: Option<std::path::PathBuf>,
+    stats: DumpStats,
+    t0: Instant,
+}
+
+impl Held {
+    pub fn stats(&self) -> &DumpStats {
+        &self.stats
+    }
+
+    /// Ends the dump: kills the tree, or with `leave_running` releases it.
+    pub fn finish(mut self) -> Result<DumpStats> {
+        if self.leave_running {
+            self.release()?;
+        } else {
+            for &(pid, fd) in &self.connections {
+                if let Err(e) = crate::sockets::reset_on_close(pid, fd) {
+                    tracing::warn!("the peer of a TCP connection will see it end, not reset: {e}");
+                }
+            }
+            let frozen = std::mem::replace(&mut self.frozen, Frozen::empty());
+            frozen.kill();
+        }
+        self.stats.total_us = us(self.t0);
+        let stats = self.stats.clone();
+        tracing::info!(
+            processes = stats.processes,
+            threads = stats.threads,
+            pages = stats.pages_written,
+            freeze_us = stats.freeze_us,
+            frozen_us = stats.frozen_us,
+            total_us = stats.total_us,
+            "dumped"
+        );
+        Ok(stats)
+    }
+
+    /// Lets the tree run on (the image stays where it is).
+    pub fn abort(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        // Injection took them out of their group stop: queue a SIGSTOP
+        // while they are still held, so they stop again before any user
+        // instruction once released.
+        for &pid in &self.stopped {
+            // SAFETY: kill(2) of a process we hold stopped.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+        }
+        if let Some(cgroup) = &self.keep_frozen {
+            crate::freeze::freeze_again(cgroup)?;
+        }
+        std::mem::replace(&mut self.frozen, Frozen::empty()).release()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.frozen.procs.is_empty() {
+            if let Err(e) = self.release() {
+                tracing::error!("releasing the dumped processes: {e}");
+            }
+        }
+    }
+}
+
+/// [`dump`] without its end: the tree stays held, see [`Held`].
+pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Held> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
     image::create_dir(dir)?;
@@ -248,32 +333,27 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
     }
     image::write_inventory(dir, &inv)?;
     stats.frozen_us = us(t_frozen);
-    if opts.leave_running {
-        // Injection took them out of their group stop: queue a SIGSTOP
-        // while they are still held, so they stop again before any user
-        // instruction once released.
-        for &pid in &stopped {
-            // SAFETY: kill(2) of a process we hold stopped.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
-        }
-        if let (true, Some(cgroup)) = (opts.keep_frozen, &opts.freeze_cgroup) {
-            crate::freeze::freeze_again(cgroup)?;
-        }
-        frozen.release()?;
-    } else {
-        frozen.kill();
-    }
-    stats.total_us = us(t0);
-    tracing::info!(
-        processes = stats.processes,
-        threads = stats.threads,
-        pages = stats.pages_written,
-        freeze_us = stats.freeze_us,
-        frozen_us = stats.frozen_us,
-        total_us = stats.total_us,
-        "dumped"
-    );
-    Ok(stats)
+    let connections = images
+        .iter()
+        .flat_map(|(pid, img)| {
+            img.files.fds.iter().filter_map(move |f| {
+                matches!(
+                    f.kind,
+                    crate::files::FdKind::Socket(crate::sockets::SocketImage::TcpConnection { .. })
+                )
+                .then_some((*pid, f.fd))
+            })
+        })
+        .collect();
+    Ok(Held {
+        frozen,
+        stopped,
+        connections,
+        leave_running: opts.leave_running,
+        keep_frozen: opts.freeze_cgroup.clone().filter(|_| opts.keep_frozen),
+        stats,
+        t0,
+    })
 }
 
 /// Dumps one frozen process. Injection runs on the vDSO's syscall instruction

@@ -137,6 +137,14 @@ impl Frozen {
         Ok(frozen)
     }
 
+    /// Holds nothing (what a [`Frozen`] that was released or killed leaves).
+    pub fn empty() -> Self {
+        Frozen {
+            procs: Vec::new(),
+            released: true,
+        }
+    }
+
     pub fn thread_count(&self) -> usize {
         self.procs.iter().map(|p| p.tids.len()).sum()
     }

@@ -53,7 +53,7 @@ pub mod timers;
 mod dump;
 mod restore;
 
-pub use dump::{dump, DumpOptions, DumpStats, ProcessImage};
+pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
 pub use restore::{restore, RestoreOptions, RestoreStats};
 

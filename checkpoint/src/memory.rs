@@ -427,6 +427,11 @@ pub fn dump(
         let _ = free_tx.send(vec![0u8; BATCH]);
     }
     std::thread::scope(|scope| -> Result<()> {
+        // Owned by this closure, so that they are dropped when it returns,
+        // early on a failed write too (ENOSPC): the reader then sees both
+        // channels closed and ends, instead of waiting for a buffer forever
+        // while the scope waits for it.
+        let (free_tx, full_rx) = (free_tx, full_rx);
         let batches = &batches;
         let mem = &mem;
         scope.spawn(move || {

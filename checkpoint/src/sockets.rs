@@ -1,8 +1,10 @@
 //! Sockets: unix socketpairs (stream, with the bytes queued in each
 //! direction), named unix listeners, TCP listeners and bound UDP sockets
 //! (IPv4/IPv6). Read from outside on a borrowed fd (pidfd_getfd); unix peers
-//! come from sock_diag inside the target's network namespace. Anything
-//! else (an established TCP connection, fds in flight) is refused by name.
+//! come from sock_diag inside the target's network namespace. A TCP
+//! connection is not carried: it comes back closed (see
+//! [`SocketImage::TcpConnection`]). Anything else (fds in flight, abstract
+//! or connected named unix sockets) is refused by name.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -36,6 +38,13 @@ pub enum SocketImage {
         sock_type: i32,
         listening: bool,
     },
+    /// A TCP socket neither listening nor carried: an established
+    /// connection (or one not yet connected). It comes back as a socket that
+    /// was never connected, so the workload's next use of it fails (read:
+    /// ENOTCONN, write: EPIPE, poll: POLLHUP) and it reconnects; the peer gets
+    /// a reset when the dumped process is killed (SO_LINGER 0, see
+    /// [`reset_on_close`]).
+    TcpConnection { family: i32 },
     /// TCP listener or bound UDP socket.
     Inet {
         family: i32,
@@ -179,7 +188,7 @@ pub fn dump_fd(c: &FdCtx, _: &mut FilesImage) -> Result<FdKind> {
         libc::AF_INET | libc::AF_INET6 => {
             let tcp = sock_type == libc::SOCK_STREAM;
             if tcp && !listening {
-                return Err(unsupported(c, "TCP connection"));
+                return Ok(FdKind::Socket(SocketImage::TcpConnection { family }));
             }
             if !tcp && sock_type != libc::SOCK_DGRAM {
                 return Err(unsupported(c, "raw inet socket"));
@@ -556,8 +565,47 @@ pub fn restore_bound(inj: &mut Injector, scratch: &Scratch, img: &SocketImage) -
             }
             Ok(fd)
         }
+        SocketImage::TcpConnection { family } => inj.syscall(
+            "socket(tcp, closed)",
+            libc::SYS_socket,
+            &[
+                *family as u64,
+                (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                0,
+            ],
+        ),
         SocketImage::UnixPair { .. } => {
             Err(Error::restore(0, "socket pair restored as bound socket"))
         }
     }
+}
+
+/// Makes the connection on fd `fd` of host process `pid` end with a reset
+/// when its last holder closes it (SO_LINGER with a zero timeout), as a
+/// connection that was not carried must: the peer is not left waiting on
+/// one that will never answer again. Only for a tree that is about to be
+/// killed.
+pub fn reset_on_close(pid: i32, fd: i32) -> Result<()> {
+    let s = borrow(pid, fd)?;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a linger struct of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(Error::sys(
+            format!("setsockopt(SO_LINGER) on pid {pid} fd {fd}"),
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(())
 }

@@ -109,3 +109,72 @@ fn a_dumper_killed_while_copying_pages_leaves_the_workload_intact() {
     assert_eq!(status(w.pid, "Cpus_allowed_list"), cpus, "CPU affinity");
     assert_eq!(maps(w.pid), maps_before, "no scratch page left");
 }
+
+/// A tmpfs of `size` on a temp dir of its own, unmounted on drop.
+struct SmallTmpfs(tempfile::TempDir);
+
+impl SmallTmpfs {
+    fn new(size: &str) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (src, target, opts) = (
+            c("tmpfs"),
+            c(dir.path().to_str().unwrap()),
+            c(&format!("size={size}")),
+        );
+        // SAFETY: mount(2) with valid C strings.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        SmallTmpfs(dir)
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.path().to_str().unwrap()).unwrap();
+        // SAFETY: umount2(2) of the mount we made.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// An image directory on a full disk: the dump fails (naming ENOSPC) — it
+/// used to hang, its page reader waiting for a buffer the failed writer
+/// would never hand back — and the workload runs on.
+#[test]
+fn a_full_disk_fails_the_dump_and_the_workload_runs_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let w = spawn_in_ns(
+        &workload("memcheck"),
+        &["32", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    wait_for(&out, "lines", T, |l| l.len() >= 3);
+    let small = SmallTmpfs::new("2m");
+    let img = small.0.path().join("img");
+    let pid = w.pid;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(dump(&[pid], &img, &DumpOptions::default()).map(|_| ()));
+    });
+    let err = rx
+        .recv_timeout(T)
+        .expect("the dump hung on a full disk")
+        .expect_err("a dump into 2 MiB must fail");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    let n = lines(&out).len();
+    let l = wait_for(&out, "lines after the failed dump", T, |l| {
+        l.len() >= n + 10 || l.iter().any(|s| s.contains("BAD"))
+    });
+    assert_ticks(&l);
+    assert!(!matches!(w.state(), 't' | 'T' | 'Z'), "state {}", w.state());
+    assert_eq!(status(w.pid, "TracerPid"), "0");
+}

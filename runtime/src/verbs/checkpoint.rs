@@ -114,6 +114,15 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         extra_files.push((crate::netns_state::NET_DUMP.to_string(), bytes));
     }
     let freezer = freezer_dir(init);
+    // A checkpoint process killed from here on leaves the container as it
+    // found it, and no partial image or archive (crate::dump_guard).
+    let mut guard = crate::dump_guard::DumpGuard::arm(crate::dump_guard::GuardPlan {
+        id: id.to_string(),
+        freezer: freezer.clone(),
+        paused,
+        image: (!existed).then(|| image.to_path_buf()),
+        export: args.export.clone(),
+    })?;
 
     // tmpfs contents are read with the container frozen, so that they match
     // the processes' state; the dumper's own freeze then finds it frozen.
@@ -140,7 +149,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         }
     }
 
-    let stats = godwit_checkpoint::dump(
+    let held = godwit_checkpoint::dump_and_hold(
         &pids,
         image,
         &godwit_checkpoint::DumpOptions {
@@ -157,7 +166,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     // The dumper thaws the cgroup once every thread is seized (and, with
     // keep_frozen, freezes it again before releasing them): a paused
     // container behind a failed dump is frozen again here.
-    let stays = stats.is_err();
+    let stays = held.is_err();
     if let (true, true, Some(cgroup)) = (paused, stays, &freezer) {
         if let Err(e) = crate::tmpfs::set_frozen(cgroup, true) {
             tracing::error!(
@@ -166,8 +175,12 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             );
         }
     }
-    let stats = match stats {
-        Ok(stats) => stats,
+    let dump_failed = |e| RuntimeError::Dump {
+        id: id.to_string(),
+        source: Box::new(e),
+    };
+    let held = match held {
+        Ok(held) => held,
         Err(e) => {
             // Never leave the container frozen behind a failed dump.
             thaw(&pre_frozen);
@@ -175,32 +188,56 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             if !existed {
                 let _ = std::fs::remove_dir_all(image);
             }
-            return Err(RuntimeError::Dump {
-                id: id.to_string(),
-                source: Box::new(e),
-            });
+            return Err(dump_failed(e));
         }
     };
-    // The image is complete and durable: from here on nothing is lost, even
-    // if the archive cannot be written (the error says where the image is).
+    // The process image is complete and durable. Left running, the tree
+    // goes on now; otherwise it stays held until the rootfs changes and the
+    // archive are written too, so that a failure there (a full disk) lets the
+    // container run on as if nothing had happened.
+    let mut stats = held.stats().clone();
+    let mut held = Some(held);
+    if args.leave_running {
+        if let Some(tree) = held.take() {
+            stats = tree.finish().map_err(dump_failed)?;
+        }
+    }
     // The rootfs changes go into the image directory (and from there to the
     // archive's top level), whether exported or not.
-    let exported = capture_rootfs(&container, &spec, image)
-        .and_then(|captured| match &args.export {
+    let written =
+        capture_rootfs(&container, &spec, image).and_then(|captured| match &args.export {
             Some(file) => export(&container, &spec, image, file, &stats, &captured),
             None => Ok(()),
-        })
-        .inspect_err(|_| {
-            tracing::error!(id, image = %image.display(), "rootfs capture or export failed; the process image is complete there");
         });
-    if !args.leave_running {
+    if let Err(e) = written {
+        match held {
+            Some(tree) => {
+                let _ = tree.abort();
+                thaw(&pre_frozen);
+                if !existed {
+                    let _ = std::fs::remove_dir_all(image);
+                }
+            }
+            None if temp_image => {
+                let _ = std::fs::remove_dir_all(image);
+            }
+            None => {
+                tracing::error!(id, image = %image.display(), "rootfs capture or export failed; the process image is complete there");
+            }
+        }
+        return Err(e);
+    }
+    if let Some(tree) = held {
+        // The tree is killed now: from here on the image is all there is of
+        // the workload, and a killed checkpoint keeps it.
+        guard.keep_image();
+        stats = tree.finish().map_err(dump_failed)?;
         let restored = crate::restored::Record::load(&container.root);
         container
             .delete(true)
             .map_err(|e| RuntimeError::lc("delete (after checkpoint)", id, e))?;
         restored.cleanup();
     }
-    exported?;
     if temp_image {
         let _ = std::fs::remove_dir_all(image);
     }
