@@ -330,19 +330,6 @@ fn eventfd_epoll_timerfd_signalfd_loop_continues() {
     );
 }
 
-/// "ping N" → "pong N" against the workload's TCP server in netns of `pid`.
-fn ping(pid: i32, port: u16, n: u32) -> String {
-    in_netns(pid, move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    })
-}
-
 #[test]
 fn tcp_server_in_its_netns_serves_after_restore_with_sockets_in_flight() {
     let tmp = tempfile::tempdir().unwrap();

@@ -46,16 +46,6 @@ fn restore_into_a_stub_limited_to_1024_files() {
     }
 }
 
-/// A /proc/PID/status field.
-fn status(pid: i32, key: &str) -> String {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
 /// A dumper SIGKILLed while it copies the pages: the kernel detaches its
 /// tracees and they run on — on their own registers, signal mask and CPU
 /// affinity, with no scratch page left in their address space.
@@ -72,8 +62,8 @@ fn a_dumper_killed_while_copying_pages_leaves_the_workload_intact() {
     let maps = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let (maps_before, blocked, cpus) = (
         maps(w.pid),
-        status(w.pid, "SigBlk"),
-        status(w.pid, "Cpus_allowed_list"),
+        status_field(w.pid, "SigBlk"),
+        status_field(w.pid, "Cpus_allowed_list"),
     );
     let img = tmp.path().join("img");
     // SAFETY: the child only runs the dump and _exits; it never returns
@@ -104,9 +94,13 @@ fn a_dumper_killed_while_copying_pages_leaves_the_workload_intact() {
     assert_ticks(&l);
     assert!(w.alive(), "the workload died with its dumper");
     assert!(!matches!(w.state(), 't' | 'T' | 'Z'), "state {}", w.state());
-    assert_eq!(status(w.pid, "TracerPid"), "0");
-    assert_eq!(status(w.pid, "SigBlk"), blocked, "signal mask");
-    assert_eq!(status(w.pid, "Cpus_allowed_list"), cpus, "CPU affinity");
+    assert_eq!(status_field(w.pid, "TracerPid"), "0");
+    assert_eq!(status_field(w.pid, "SigBlk"), blocked, "signal mask");
+    assert_eq!(
+        status_field(w.pid, "Cpus_allowed_list"),
+        cpus,
+        "CPU affinity"
+    );
     assert_eq!(maps(w.pid), maps_before, "no scratch page left");
 }
 
@@ -176,5 +170,5 @@ fn a_full_disk_fails_the_dump_and_the_workload_runs_on() {
     });
     assert_ticks(&l);
     assert!(!matches!(w.state(), 't' | 'T' | 'Z'), "state {}", w.state());
-    assert_eq!(status(w.pid, "TracerPid"), "0");
+    assert_eq!(status_field(w.pid, "TracerPid"), "0");
 }

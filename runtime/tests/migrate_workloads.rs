@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use workload_checks::{assert_consecutive, assert_ticks, lines};
+use workload_checks::{assert_consecutive, assert_ticks, lines, ping};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -175,15 +175,7 @@ fn migrate(w: &Workload, name: &str) -> Migrated {
 
     let host_b = Godwit::new();
     let id_b = host_b.id(&format!("{name}-b"));
-    host_b.ok_detached(&[
-        "restore",
-        "--detach",
-        "--import",
-        archive.to_str().unwrap(),
-        "--bundle",
-        bundle_b.path().to_str().unwrap(),
-        &id_b,
-    ]);
+    host_b.restore_import(&archive, &bundle_b, &id_b);
     assert_eq!(host_b.status(&id_b), "running");
     let report_b = w.report(&bundle_b);
     let after = wait_for("the workload's lines on host B", T, || {
@@ -215,16 +207,6 @@ fn migrate(w: &Workload, name: &str) -> Migrated {
         before,
         after,
     }
-}
-
-/// A line of /proc/PID/status (without its key).
-fn status_line(pid: i32, key: &str) -> String {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
 }
 
 /// Adds capabilities to every set of the spec's process.
@@ -273,7 +255,8 @@ fn threads() {
 fn sigcheck() {
     let w = Workload::new(&["sigcheck", "/tmp/out"], "/tmp/out").lines(5, 120);
     let m = migrate(&w, "mw-sigcheck");
-    let mask = |k: &str| u64::from_str_radix(&status_line(m.pid(), k), 16).unwrap();
+    let mask =
+        |k: &str| u64::from_str_radix(&workload_checks::status_field(m.pid(), k), 16).unwrap();
     assert_ne!(
         mask("SigPnd") & (1 << (libc::SIGUSR2 - 1)),
         0,
@@ -345,19 +328,6 @@ fn sleepcheck() {
     );
 }
 
-/// "ping N" → the reply of sockcheck's TCP server in the netns of `pid`.
-fn ping(pid: i32, port: u16, n: u32) -> String {
-    workload_checks::in_netns(pid, move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    })
-}
-
 #[test]
 fn sockcheck() {
     // Its own network namespace (the spec's): the port is free there.
@@ -390,9 +360,12 @@ fn sockcheck() {
 fn seccheck() {
     let w = Workload::new(&["seccheck", "/tmp/out"], "/tmp/out");
     let m = migrate(&w, "mw-seccheck");
-    assert_eq!(status_line(m.pid(), "Seccomp"), "2");
-    assert_eq!(status_line(m.pid(), "Seccomp_filters"), "1");
-    assert_eq!(status_line(m.pid(), "NoNewPrivs"), "1");
+    assert_eq!(workload_checks::status_field(m.pid(), "Seccomp"), "2");
+    assert_eq!(
+        workload_checks::status_field(m.pid(), "Seccomp_filters"),
+        "1"
+    );
+    assert_eq!(workload_checks::status_field(m.pid(), "NoNewPrivs"), "1");
 }
 
 #[test]

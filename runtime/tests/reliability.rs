@@ -64,16 +64,6 @@ impl Drop for AlsoOn<'_> {
     }
 }
 
-/// A /proc/PID/status field.
-fn status_field(pid: i32, key: &str) -> String {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    st.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
 /// The container runs on as if nothing had happened: "running", its cgroup
 /// thawed, no process of it stopped or traced, and its report goes on with
 /// its own checks passing.
@@ -92,12 +82,16 @@ fn assert_runs_on(g: &Godwit, id: &str, report: &Path) {
     for pid in pids {
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
             let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
-            let state = status_field(tid, "State");
+            let state = workload_checks::status_field(tid, "State");
             assert!(
                 !state.starts_with('t') && !state.starts_with('T'),
                 "task {tid}: {state}"
             );
-            assert_eq!(status_field(tid, "TracerPid"), "0", "task {tid} traced");
+            assert_eq!(
+                workload_checks::status_field(tid, "TracerPid"),
+                "0",
+                "task {tid} traced"
+            );
         }
     }
     let n = lines(report).len();
@@ -316,15 +310,7 @@ fn listening_server_serves_after_restore_and_connections_come_back_closed() {
         .expect_err("connection reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 
-    host_b.ok_detached(&[
-        "restore",
-        "--detach",
-        "--import",
-        archive.to_str().unwrap(),
-        "--bundle",
-        bundle_b.path().to_str().unwrap(),
-        &id,
-    ]);
+    host_b.restore_import(&archive, &bundle_b, &id);
     let report_b = bundle_b.rootfs().join("tmp/out");
     // The restored server sees an error on the connection it had open (it
     // came back closed: ENOTCONN) and closes it...
@@ -365,15 +351,7 @@ fn migrates_a_to_b_and_back_to_a_under_the_same_id() {
         );
         let stopped_at = last_count(&count(at)).unwrap();
         let to = 1 - at;
-        hosts[to].ok_detached(&[
-            "restore",
-            "--detach",
-            "--import",
-            archive.to_str().unwrap(),
-            "--bundle",
-            bundles[to].path().to_str().unwrap(),
-            &id,
-        ]);
+        hosts[to].restore_import(&archive, &bundles[to], &id);
         assert_eq!(hosts[to].status(&id), "running");
         wait_for("the counter goes on", T, || {
             last_count(&count(to)).filter(|&n| n >= stopped_at + 3)

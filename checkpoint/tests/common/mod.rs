@@ -270,6 +270,19 @@ pub fn in_netns<T: Send>(pid: i32, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// "ping N" → "pong N" against sockcheck's TCP server in the netns of `pid`.
+pub fn ping(pid: i32, port: u16, n: u32) -> String {
+    in_netns(pid, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("ping {n}\n").as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    })
+}
+
 /// Brings the loopback interface up in the calling thread's network namespace.
 pub fn loopback_up() {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on a plain socket with an ifreq.
@@ -284,4 +297,14 @@ pub fn loopback_up() {
         assert_eq!(libc::ioctl(s, libc::SIOCSIFFLAGS, &mut ifr), 0);
         libc::close(s);
     }
+}
+
+/// A field of /proc/PID/status without its key ("" if missing).
+pub fn status_field(pid: i32, key: &str) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    st.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }

@@ -215,6 +215,20 @@ impl Godwit {
         );
     }
 
+    /// `restore --detach --import ARCHIVE --bundle BUNDLE ID`, asserting
+    /// success (stderr in the error).
+    pub fn restore_import(&self, archive: &Path, bundle: &Bundle, id: &str) {
+        self.ok_detached(&[
+            "restore",
+            "--detach",
+            "--import",
+            archive.to_str().expect("utf-8 path"),
+            "--bundle",
+            bundle.path().to_str().expect("utf-8 path"),
+            id,
+        ]);
+    }
+
     /// Creates and starts a detached container running the bundle.
     pub fn start_detached(&self, bundle: &Bundle, id: &str) {
         let bundle = bundle.path().to_str().expect("utf-8 path");
