@@ -66,8 +66,8 @@ impl DumpGuard {
         // SAFETY: a fresh fd returned by pidfd_open, owned from here on.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
         // SAFETY: the child runs only `guard_main` (syscalls, and allocation,
-        // which glibc keeps usable after fork) and never returns; godwit's
-        // checkpoint is single-threaded at this point.
+        // which glibc keeps usable after fork; no lock another thread may
+        // have held) and never returns.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 drop(write_end);
@@ -158,11 +158,15 @@ fn guard_main(read_end: OwnedFd, parent: OwnedFd, plan: &GuardPlan, parent_pid: 
             }
         }
     }
-    eprintln!(
-        "godwit: the checkpoint of container {} (pid {parent_pid}) died before it ended; {}",
+    // A raw write(2): in a multi-threaded caller (the shim) std's stderr
+    // lock may have been held by another thread at the fork.
+    let message = format!(
+        "godwit: the checkpoint of container {} (pid {parent_pid}) died before it ended; {}\n",
         plan.id,
         done.join(", ")
     );
+    // SAFETY: write(2) of a buffer we own to fd 2.
+    unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
     exit()
 }
 
