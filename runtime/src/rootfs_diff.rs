@@ -157,6 +157,9 @@ fn capture_upper(
                     hidden_lower_names(&overlay.lowerdirs, &rel, &path, &mut deleted);
                 }
                 stack.push(path);
+            } else if kind.is_fifo() {
+                append_fifo(&mut tar, &rel, &meta).map_err(|e| RuntimeError::io(&path, e))?;
+                count += 1;
             } else if kind.is_file() || kind.is_symlink() {
                 tar.append_path_with_name(&path, &rel)
                     .map_err(|e| RuntimeError::io(&path, e))?;
@@ -234,10 +237,12 @@ pub fn capture(rootfs: &Path, since: SystemTime, out: &Path) -> Result<usize> {
             let ctime = meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128;
             let changed = ctime >= since;
             let kind = meta.file_type();
-            if changed && (kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+            if changed && (kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_fifo()) {
                 if kind.is_dir() {
                     tar.append_dir(rel, &path)
                         .map_err(|e| RuntimeError::io(&path, e))?;
+                } else if kind.is_fifo() {
+                    append_fifo(&mut tar, rel, &meta).map_err(|e| RuntimeError::io(&path, e))?;
                 } else {
                     tar.append_path_with_name(&path, rel)
                         .map_err(|e| RuntimeError::io(&path, e))?;
@@ -271,6 +276,11 @@ pub fn apply(diff: &Path, rootfs: &Path) -> Result<usize> {
             .path()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        if entry.header().entry_type() == tar::EntryType::Fifo {
+            make_fifo(rootfs, &name, entry.header())?;
+            count += 1;
+            continue;
+        }
         let inside = entry
             .unpack_in(rootfs)
             .map_err(|e| RuntimeError::io(rootfs.join(&name), e))?;
@@ -285,6 +295,72 @@ pub fn apply(diff: &Path, rootfs: &Path) -> Result<usize> {
         count += 1;
     }
     Ok(count)
+}
+
+/// A FIFO as a tar entry named `rel`. Written by hand: tar 0.4's
+/// `append_path_with_name` names special files by their source path.
+fn append_fifo<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    rel: &Path,
+    meta: &std::fs::Metadata,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(meta);
+    header.set_entry_type(tar::EntryType::Fifo);
+    header.set_size(0);
+    tar.append_data(&mut header, rel, std::io::empty())
+}
+
+/// A FIFO entry of the diff, made below `rootfs` without leaving it (the tar
+/// crate would unpack it as an empty regular file).
+fn make_fifo(rootfs: &Path, name: &str, header: &tar::Header) -> Result<()> {
+    let refused = |reason: String| RuntimeError::Bundle {
+        path: rootfs.join(name),
+        reason,
+    };
+    let (parent, leaf) = split_rel(name)
+        .ok_or_else(|| refused("not a name for a FIFO; the archive is refused".into()))?;
+    let root = open_dir(rootfs)?;
+    let dir = open_in_root(&root, &parent).map_err(|e| {
+        refused(format!(
+            "its directory cannot be opened inside the rootfs: {e}"
+        ))
+    })?;
+    match nix::unistd::unlinkat(
+        Some(dir.as_raw_fd()),
+        leaf.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(refused(format!("the old entry cannot be replaced: {e}"))),
+    }
+    let mode = Mode::from_bits_truncate(header.mode().unwrap_or(0o600));
+    nix::unistd::mkfifoat(Some(dir.as_raw_fd()), leaf.as_str(), mode)
+        .map_err(|e| refused(format!("mkfifo: {e}")))?;
+    // mkfifo applies the umask: set the recorded mode and owner exactly.
+    nix::sys::stat::fchmodat(
+        Some(dir.as_raw_fd()),
+        leaf.as_str(),
+        mode,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| refused(format!("chmod: {e}")))?;
+    let uid = header
+        .uid()
+        .ok()
+        .map(|u| nix::unistd::Uid::from_raw(u as u32));
+    let gid = header
+        .gid()
+        .ok()
+        .map(|g| nix::unistd::Gid::from_raw(g as u32));
+    nix::unistd::fchownat(
+        Some(dir.as_raw_fd()),
+        leaf.as_str(),
+        uid,
+        gid,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| refused(format!("chown: {e}")))
 }
 
 /// `rel` (a deleted.files path) as a relative path and its last component.

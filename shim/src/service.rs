@@ -907,6 +907,8 @@ impl Inner {
         if !req.now && !lock(&self.tasks).is_empty() {
             return Ok(());
         }
+        // The delete event was queued just before containerd asked this.
+        self.events.flush(Duration::from_secs(5));
         self.exit.signal();
         Ok(())
     }
