@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::RootfsBase;
@@ -76,16 +76,7 @@ pub fn write_runtime_bundle(state_dir: &Path, spec: &Spec) -> Result<PathBuf> {
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::Time)
     {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Time)
-                .build()
-                .map_err(|e| RuntimeError::InvalidValue {
-                    what: "time namespace",
-                    value: String::new(),
-                    reason: e.to_string(),
-                })?,
-        );
+        namespaces.push(crate::timens::namespace_entry()?);
     }
     linux.set_namespaces(Some(namespaces));
     // Offsets are set when a namespace is made; a tenant joins the init's.

@@ -79,21 +79,24 @@ fn to_spec_offset(ns: i128) -> LinuxTimeOffset {
     o
 }
 
+/// The spec's entry for a new time namespace (no path).
+pub fn namespace_entry() -> Result<oci_spec::runtime::LinuxNamespace> {
+    LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Time)
+        .build()
+        .map_err(|e| RuntimeError::InvalidValue {
+            what: "time namespace",
+            value: String::new(),
+            reason: e.to_string(),
+        })
+}
+
 /// Puts the spec's container in a time namespace with `offsets`.
 pub fn apply(spec: &mut Spec, offsets: Offsets) -> Result<()> {
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Time);
-    namespaces.push(
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Time)
-            .build()
-            .map_err(|e| RuntimeError::InvalidValue {
-                what: "time namespace",
-                value: String::new(),
-                reason: e.to_string(),
-            })?,
-    );
+    namespaces.push(namespace_entry()?);
     linux.set_namespaces(Some(namespaces));
     let mut map = std::collections::HashMap::new();
     map.insert(

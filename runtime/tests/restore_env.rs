@@ -222,50 +222,34 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
     );
     assert!(base.join("data/sub/older").exists());
 
-    // Host C: a copy of the bundle (plain directory) given with --bundle.
-    let host_c = Godwit::new();
-    let bundle_c = tempfile::tempdir().unwrap();
-    copy_tree(&base, &bundle_c.path().join("rootfs"));
-    std::fs::copy(
-        image.path().join("config.json"),
-        bundle_c.path().join("config.json"),
-    )
-    .unwrap();
-    let id_c = host_c.id("ovl-c");
-    host_c.ok_null(&[
-        "restore",
-        "--detach",
-        "--import",
-        archive.to_str().unwrap(),
-        "--bundle",
-        bundle_c.path().to_str().unwrap(),
-        &id_c,
-    ]);
-    check(&host_c, &id_c);
+    // Hosts C and E: a copy of the bundle (plain directory) given with
+    // --bundle, restored from the archive (C) or the image directory (E).
+    let restore_on_copy = |source: &str, from: &Path, name: &str| {
+        let host = Godwit::new();
+        let bundle = tempfile::tempdir().unwrap();
+        copy_tree(&base, &bundle.path().join("rootfs"));
+        std::fs::copy(
+            image.path().join("config.json"),
+            bundle.path().join("config.json"),
+        )
+        .unwrap();
+        let id = host.id(name);
+        host.ok_null(&[
+            "restore",
+            "--detach",
+            source,
+            from.to_str().unwrap(),
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ]);
+        check(&host, &id);
+        (host, bundle, id)
+    };
+    let (host_c, bundle_c, id_c) = restore_on_copy("--import", &archive, "ovl-c");
     assert!(!bundle_c.path().join("rootfs/etc/motd").exists());
-
-    // delete unmounts and removes the recreated bundle.
     host_c.ok(&["delete", "--force", &id_c]);
-    // Host E: the image directory instead of the archive, on another copy.
-    let host_e = Godwit::new();
-    let bundle_e = tempfile::tempdir().unwrap();
-    copy_tree(&base, &bundle_e.path().join("rootfs"));
-    std::fs::copy(
-        image.path().join("config.json"),
-        bundle_e.path().join("config.json"),
-    )
-    .unwrap();
-    let id_e = host_e.id("ovl-e");
-    host_e.ok_null(&[
-        "restore",
-        "--detach",
-        "--image-path",
-        image_dir.to_str().unwrap(),
-        "--bundle",
-        bundle_e.path().to_str().unwrap(),
-        &id_e,
-    ]);
-    check(&host_e, &id_e);
+    let (host_e, _bundle_e, id_e) = restore_on_copy("--image-path", &image_dir, "ovl-e");
     host_e.ok(&["delete", "--force", &id_e]);
     host_b.ok(&["exec", &id_b, "sh", "-c", "rm /etc/added"]);
     // Moving on from B (a recreated bundle: itself an overlay on the image)

@@ -17,12 +17,12 @@ use nix::sys::signal::{kill, Signal};
 use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
 
 use crate::cli::{GlobalOpts, Restore};
-use crate::console::{ConsoleSocket, PtyProxy};
+use crate::console::ConsoleSocket;
 use crate::error::{Result, RuntimeError};
 use crate::restored::RecreatedBundle;
 use crate::store::{validate_id, StateRoot};
 use crate::verbs::checkpoint::SPEC_DUMP;
-use crate::verbs::run::{prepare_foreground, wait_forwarding};
+use crate::verbs::run::{prepare_foreground, proxy_terminal, wait_forwarding};
 
 /// The init's workload during a restore: wait to be stopped and rebuilt.
 #[derive(Clone)]
@@ -445,16 +445,7 @@ fn restore_image(
             RuntimeError::lc("create (for restore)", id, e)
         })?;
     // A foreground terminal restore: the new pty is proxied to our stdio.
-    let proxy = match &own_console {
-        Some(console) => match console.receive_master().and_then(PtyProxy::start) {
-            Ok(proxy) => Some(proxy),
-            Err(e) => {
-                let _ = container.delete(true);
-                return Err(e);
-            }
-        },
-        None => None,
-    };
+    let proxy = proxy_terminal(own_console.as_ref(), &mut container)?;
     let (shown, recreated) = match source {
         BundleSource::Given(_) => (bundle.clone(), None),
         BundleSource::Recreated(made) => (bundle.clone(), Some(made)),

@@ -1,3 +1,4 @@
+use libcontainer::container::Container;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::signalfd::SigSet;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -40,16 +41,7 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
     }
     let detach = args.detach || console.is_some();
     let mut container = create_from(root, global, &opts, id, detach, &bundle, &spec)?;
-    let proxy = match &console {
-        Some(console) => match console.receive_master().and_then(PtyProxy::start) {
-            Ok(proxy) => Some(proxy),
-            Err(e) => {
-                let _ = container.delete(true);
-                return Err(e);
-            }
-        },
-        None => None,
-    };
+    let proxy = proxy_terminal(console.as_ref(), &mut container)?;
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(RuntimeError::lc("start", id, e));
@@ -88,6 +80,24 @@ pub fn prepare_foreground(detach: bool) -> Result<SigSet> {
             .map_err(|e| RuntimeError::sys("become child subreaper", e))?;
     }
     Ok(signals)
+}
+
+/// A foreground terminal container: its pty master, received over our own
+/// console socket, proxied to our stdio. A failure deletes the container.
+pub fn proxy_terminal(
+    console: Option<&ConsoleSocket>,
+    container: &mut Container,
+) -> Result<Option<PtyProxy>> {
+    let Some(console) = console else {
+        return Ok(None);
+    };
+    match console.receive_master().and_then(PtyProxy::start) {
+        Ok(proxy) => Ok(Some(proxy)),
+        Err(e) => {
+            let _ = container.delete(true);
+            Err(e)
+        }
+    }
 }
 
 pub fn wait_forwarding(init: Pid, signals: &SigSet, pty: Option<&PtyProxy>) -> Result<i32> {
