@@ -564,7 +564,20 @@ pub fn check_files(pid: i32, ns_pid: i32, img: &MemoryImage) -> Result<()> {
             if *size == 0 || !seen.insert(path.clone()) {
                 continue;
             }
-            let (now_size, now_crc) = fingerprint(&format!("/proc/{pid}/root{path}"))?;
+            let (now_size, now_crc) = match fingerprint(&format!("/proc/{pid}/root{path}")) {
+                Ok(f) => f,
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::restore(
+                        ns_pid,
+                        format!(
+                            "mapped file {path} is not in the container's rootfs: restore onto a \
+                             bundle holding the files the image maps (a copy of the checkpointed \
+                             container's bundle)"
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
             if (now_size, now_crc) != (*size, *crc32) {
                 return Err(Error::restore(
                     ns_pid,

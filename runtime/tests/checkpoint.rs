@@ -186,6 +186,39 @@ fn failed_restore_leaves_nothing_behind() {
     assert!(err.contains("inventory.json"), "{err}");
     assert!(!g.state_dir(&id2).exists());
 
+    // A bundle without the program the image maps: refused, naming it. (The
+    // image's rootfs diff holds every file made just before the container was,
+    // the whole fresh test bundle: an empty diff stands for an older base.)
+    let stripped = Bundle::new(&["counter", "10", "/tmp/count"]);
+    std::fs::remove_file(stripped.rootfs().join("bin/counter")).unwrap();
+    let no_diff = g.root.path().join("image-no-diff");
+    std::fs::create_dir(&no_diff).unwrap();
+    for e in std::fs::read_dir(&image).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), no_diff.join(e.file_name())).unwrap();
+    }
+    std::fs::write(no_diff.join("rootfs-diff.tar"), [0u8; 1024]).unwrap();
+    let err = g.fails(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        no_diff.to_str().unwrap(),
+        "--bundle",
+        stripped.path().to_str().unwrap(),
+        &id2,
+    ]);
+    assert!(err.contains("mapped file /bin/counter is not in the container's rootfs"), "{err}");
+    assert!(!g.state_dir(&id2).exists(), "no state dir");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/:youki:{id2}")).exists(),
+        "no cgroup"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(stripped.path().to_str().unwrap()),
+        "nothing mounted on the bundle"
+    );
+
     // A corrupted page file: refused, and no container, cgroup or state left.
     let pages = std::fs::read_dir(&image)
         .unwrap()
