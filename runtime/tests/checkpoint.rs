@@ -207,7 +207,10 @@ fn failed_restore_leaves_nothing_behind() {
         stripped.path().to_str().unwrap(),
         &id2,
     ]);
-    assert!(err.contains("mapped file /bin/counter is not in the container's rootfs"), "{err}");
+    assert!(
+        err.contains("mapped file /bin/counter is not in the container's rootfs"),
+        "{err}"
+    );
     assert!(!g.state_dir(&id2).exists(), "no state dir");
     assert!(
         !std::path::Path::new(&format!("/sys/fs/cgroup/memory/:youki:{id2}")).exists(),

@@ -540,32 +540,31 @@ impl Inner {
             verbs::ps::pids(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
         checkpoint::check_no_locks(&task.id, &pids, request.file_locks)?;
         let args = checkpoint::runtime_args(&task.id, &request);
-        {
+        let dumped = {
             // The dumper ptraces the task's processes: no reaping meanwhile.
             let _guard = reaper::fork_guard();
             verbs::checkpoint::checkpoint(&task.root, &args)
-                .map_err(|e| ShimError::runtime(&task.id, e))?;
+        };
+        // With exit the dumper killed the tree and, as its tracer, waited for
+        // the processes: the reaper may never see those exits. Report them,
+        // also when a later step (the container's delete) failed.
+        let mut processes = vec![task.init.clone()];
+        processes.extend(lock(&task.execs).values().cloned());
+        for process in processes {
+            let pid = Pid::from_raw(process.pid());
+            if pid.as_raw() > 0
+                && process.exit().is_none()
+                && nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH)
+            {
+                self.on_exit(pid, 128 + libc::SIGKILL);
+            }
         }
+        dumped.map_err(|e| ShimError::runtime(&task.id, e))?;
         log::info!(
             "task {} checkpointed into {}",
             task.id,
             request.image.display()
         );
-        if request.exit {
-            // The dumper killed the tree and, as its tracer, waited for the
-            // processes: the reaper may never see those exits. Report them.
-            let mut processes = vec![task.init.clone()];
-            processes.extend(lock(&task.execs).values().cloned());
-            for process in processes {
-                let pid = Pid::from_raw(process.pid());
-                if pid.as_raw() > 0
-                    && process.exit().is_none()
-                    && nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH)
-                {
-                    self.on_exit(pid, 128 + libc::SIGKILL);
-                }
-            }
-        }
         self.publish(TaskCheckpointed {
             container_id: task.id.clone(),
             checkpoint: request.image.display().to_string(),
