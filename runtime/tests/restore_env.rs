@@ -353,6 +353,60 @@ fn import_without_bundle_refuses_a_missing_base_and_leaves_nothing() {
     assert!(!recreated.exists());
 }
 
+/// A bundle whose path overlay cannot name (a ':'): the archive records no
+/// base, restores onto a given bundle and asks for one without.
+#[test]
+fn a_base_overlay_cannot_name_is_not_recorded() {
+    let host_a = Godwit::new();
+    let made = Bundle::new(&["counter", "10", "/tmp/count"]);
+    let odd = tempfile::tempdir().unwrap();
+    let bundle_a = odd.path().join("bundle:a");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", made.path().to_str().unwrap()])
+        .arg(&bundle_a)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let id = host_a.id("colon");
+    host_a.ok_null(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle_a.to_str().unwrap(),
+        &id,
+    ]);
+    let count_a = bundle_a.join("rootfs/tmp/count");
+    wait_for("ticks", Duration::from_secs(10), || last_count(&count_a));
+    let transfer = tempfile::tempdir().unwrap();
+    let archive = transfer.path().join("colon.tar");
+    host_a.ok(&["checkpoint", "--export", archive.to_str().unwrap(), &id]);
+    let at_checkpoint = last_count(&count_a).unwrap();
+
+    let host_b = Godwit::new();
+    let id_b = host_b.id("colon-b");
+    let err = host_b.fails(&[
+        "restore",
+        "--detach",
+        "--import",
+        archive.to_str().unwrap(),
+        &id_b,
+    ]);
+    assert!(err.contains("--bundle"), "asks for --bundle: {err}");
+    assert!(!host_b.state_dir(&id_b).exists());
+
+    host_b.restore_import(&archive, &made, &id_b);
+    let count_b = made.rootfs().join("tmp/count");
+    let after = wait_for("ticks on B", Duration::from_secs(10), || {
+        last_count(&count_b).filter(|&n| n > at_checkpoint)
+    });
+    assert!(after > at_checkpoint);
+    assert_eq!(
+        counts(&count_b)[..=at_checkpoint as usize],
+        counts(&count_a)[..]
+    );
+    host_b.ok(&["delete", "--force", &id_b]);
+}
+
 /// An archive as `checkpoint --export` writes it, with `rootfs_base` as given.
 fn archive_with_base(dir: &Path, base: Option<godwit_runtime::archive::RootfsBase>) -> PathBuf {
     use godwit_runtime::archive::{ArchiveConfig, ArchiveContents};

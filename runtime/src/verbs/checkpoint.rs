@@ -291,7 +291,18 @@ fn export(
     let id = container.id();
     let entries = captured.entries;
     let mut config = ArchiveConfig::new(id);
-    config.rootfs_base = Some(captured.base.clone());
+    // A base overlay cannot name (a ':' or ',' in a path) is left out: such
+    // an archive restores only onto a bundle given with --bundle.
+    let nameable = captured
+        .base
+        .lowerdirs()
+        .iter()
+        .all(|d| crate::overlay::check_option_path(d).is_ok());
+    if nameable {
+        config.rootfs_base = Some(captured.base.clone());
+    } else {
+        tracing::warn!(id, base = ?captured.base, "rootfs base not recorded: overlay cannot name it; restore will need --bundle");
+    }
     config.annotations = spec
         .annotations()
         .clone()
