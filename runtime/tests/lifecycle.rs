@@ -59,6 +59,27 @@ fn run_propagates_exit_codes() {
     assert_eq!(out.status.code(), Some(137));
 }
 
+/// A container holding a GiB: its killed process takes a while to exit, and
+/// its cgroup dirs refuse rmdir until then; delete --force still succeeds.
+#[test]
+fn force_delete_of_a_big_container_leaves_nothing() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["blackout", "1024", "1", "/tmp/out"]);
+    let id = g.id("big");
+    g.start_detached_null(&bundle, &id);
+    let out = bundle.rootfs().join("tmp/out");
+    wait_for("the GiB touched", Duration::from_secs(30), || {
+        std::fs::read_to_string(&out).ok().filter(|t| !t.is_empty())
+    });
+    let pid = g.pid(&id);
+    let cgroups = cgroup_dirs(pid);
+    assert!(!cgroups.is_empty());
+    g.ok(&["delete", "--force", &id]);
+    assert!(!g.state_dir(&id).exists(), "no state dir");
+    let left: Vec<_> = cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroup dirs left: {left:?}");
+}
+
 #[test]
 fn create_start_kill_delete_leaves_nothing() {
     let g = Godwit::new();

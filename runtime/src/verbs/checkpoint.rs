@@ -233,7 +233,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         guard.keep_image();
         stats = tree.finish().map_err(dump_failed)?;
         let restored = crate::restored::Record::load(&container.root);
-        delete_killed(&mut container, id)?;
+        crate::verbs::delete::delete_container(&mut container, id, true)?;
         restored.cleanup();
     }
     if temp_image {
@@ -241,27 +241,6 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     }
     tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
     Ok(stats)
-}
-
-/// Deletes the container whose tree was just killed. libcontainer reads
-/// /proc/PID/stat of the init to learn its status: an init dying between its
-/// lookup and that read fails the delete ("File not found"), so try again
-/// once it is gone.
-fn delete_killed(container: &mut libcontainer::container::Container, id: &str) -> Result<()> {
-    let mut attempt = 0;
-    loop {
-        match container.delete(true) {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt >= 20 => {
-                return Err(RuntimeError::lc("delete (after checkpoint)", id, e))
-            }
-            Err(e) => {
-                tracing::debug!(id, attempt, "delete after checkpoint: {e}; again");
-                attempt += 1;
-                std::thread::sleep(std::time::Duration::from_millis(25));
-            }
-        }
-    }
 }
 
 /// The container's rootfs changes, written into the image directory.

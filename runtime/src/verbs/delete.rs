@@ -1,4 +1,6 @@
-use libcontainer::container::ContainerStatus;
+use std::time::{Duration, Instant};
+
+use libcontainer::container::{Container, ContainerStatus};
 
 use crate::error::{Result, RuntimeError};
 use crate::store::StateRoot;
@@ -26,10 +28,26 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     }
     // A restored container may own a bundle recreated from its archive.
     let restored = crate::restored::Record::load(&container.root);
-    container
-        .delete(force)
-        .map_err(|e| RuntimeError::lc("delete", id, e))?;
+    delete_container(&mut container, id, force)?;
     restored.cleanup();
     tracing::info!(id, "deleted");
     Ok(())
+}
+
+/// libcontainer's delete, again while it fails for up to 5 s: a killed
+/// process takes a while to exit (freeing a GiB takes ~0.5 s), and meanwhile
+/// its cgroup dirs refuse rmdir (EBUSY) and /proc/PID/stat may vanish under
+/// libcontainer's status read. The state stays until a delete succeeds.
+pub fn delete_container(container: &mut Container, id: &str, force: bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match container.delete(force) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(RuntimeError::lc("delete", id, e)),
+            Err(e) => {
+                tracing::debug!(id, "delete: {e}; again");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }

@@ -460,7 +460,7 @@ fn restore_image(
     );
     drop(cleanup_bundle);
     if let Err(e) = restored {
-        let _ = container.delete(true);
+        let _ = crate::verbs::delete::delete_container(&mut container, id, true);
         return Err(e);
     }
     // From here the container owns a recreated bundle (delete removes it).
@@ -469,7 +469,7 @@ fn restore_image(
         recreated: recreated.map(RecreatedBundle::keep),
     };
     if let Err(e) = record.save(&container.root) {
-        let _ = container.delete(true);
+        let _ = crate::verbs::delete::delete_container(&mut container, id, true);
         record.cleanup();
         return Err(e);
     }
@@ -489,7 +489,7 @@ fn restore_image(
     if let Some(proxy) = proxy {
         proxy.finish();
     }
-    let _ = container.delete(true);
+    let _ = crate::verbs::delete::delete_container(&mut container, id, true);
     record.cleanup();
     status
 }

@@ -43,7 +43,7 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
     let mut container = create_from(root, global, &opts, id, detach, &bundle, &spec)?;
     let proxy = proxy_terminal(console.as_ref(), &mut container)?;
     if let Err(e) = container.start() {
-        let _ = container.delete(true);
+        let _ = crate::verbs::delete::delete_container(&mut container, id, true);
         return Err(RuntimeError::lc("start", id, e));
     }
     if args.detach {
@@ -58,9 +58,7 @@ pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
         proxy.finish();
     }
     if !args.keep {
-        container
-            .delete(true)
-            .map_err(|e| RuntimeError::lc("delete", id, e))?;
+        crate::verbs::delete::delete_container(&mut container, id, true)?;
     }
     status
 }
@@ -94,7 +92,8 @@ pub fn proxy_terminal(
     match console.receive_master().and_then(PtyProxy::start) {
         Ok(proxy) => Ok(Some(proxy)),
         Err(e) => {
-            let _ = container.delete(true);
+            let id = container.id().to_string();
+            let _ = crate::verbs::delete::delete_container(container, &id, true);
             Err(e)
         }
     }
