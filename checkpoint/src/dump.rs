@@ -424,9 +424,11 @@ fn dump_process(
     inj.finish()?;
     let (brk, signals, timers, threads) = result?;
     unmap?;
-    // Unpinned (the copy uses both CPUs), and the leader's affinity back.
+    // Unpinned (the copy uses both CPUs), and the leader's affinity back;
+    // still at the real-time priority (`me` lives on): measured on 1 GiB,
+    // the copy took twice as long at the normal policy.
     drop(_leader_pin);
-    drop(me);
+    crate::boost::unpin_current();
     // The pages are copied only now, with every thread back on its own
     // registers, signal mask and affinity and no scratch page mapped: the
     // copy is the long part of a dump, and a dumper killed during it (its
