@@ -3,14 +3,15 @@
 //! inventory (written last, with the checksums of every other file) is what
 //! makes an image complete.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stream::{Sink, SinkWriter};
 
 pub const FORMAT_MAJOR: u32 = 1;
 pub const FORMAT_MINOR: u32 = 0;
@@ -118,36 +119,22 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn create_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
-}
-
-/// Writes a caller's file (a plain name, no path) into the image, fsynced.
-pub fn write_extra(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Writes a caller's file (a plain name, no path) into the image.
+pub fn put_extra(sink: &mut dyn Sink, name: &str, bytes: &[u8]) -> Result<()> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(Error::image(
-            dir.join(name),
-            "extra file names must be plain names",
-        ));
+        return Err(Error::image(name, "extra file names must be plain names"));
     }
-    let path = dir.join(name);
-    let mut file = create_file(&path)?;
-    file.write_all(bytes).map_err(|e| Error::io(&path, e))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))
+    sink.begin(name)?;
+    sink.write(bytes)?;
+    sink.end()
 }
 
-/// Writes `value` as JSON, fsynced; returns its reference for the inventory.
-pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<FileRef> {
-    let path = dir.join(name);
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::image(&path, e.to_string()))?;
-    let mut f = create_file(&path)?;
-    f.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
-    f.sync_all().map_err(|e| Error::io(&path, e))?;
+/// Writes `value` as JSON; returns its reference for the inventory.
+pub fn put_json<T: Serialize>(sink: &mut dyn Sink, name: &str, value: &T) -> Result<FileRef> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::image(name, e.to_string()))?;
+    sink.begin(name)?;
+    sink.write(&bytes)?;
+    sink.end()?;
     Ok(FileRef {
         name: name.to_string(),
         len: bytes.len() as u64,
@@ -155,39 +142,37 @@ pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<Fil
     })
 }
 
-pub fn write_inventory(dir: &Path, inv: &Inventory) -> Result<()> {
-    write_json(dir, INVENTORY, inv)?;
-    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    d.sync_all().map_err(|e| Error::io(dir, e))
+/// Writes the inventory, the last file of an image, and completes the sink.
+pub fn put_inventory(sink: &mut dyn Sink, inv: &Inventory) -> Result<()> {
+    put_json(sink, INVENTORY, inv)?;
+    sink.complete()
 }
 
 /// Sequential writer of page data; CRC and length are of the uncompressed bytes.
-pub struct PagesWriter {
-    path: PathBuf,
+pub struct PagesWriter<'a> {
     name: String,
-    out: PagesOut,
+    out: PagesOut<'a>,
     crc: crc32fast::Hasher,
     len: u64,
 }
 
-enum PagesOut {
-    Plain(File),
-    Zstd(zstd::Encoder<'static, File>),
+enum PagesOut<'a> {
+    Plain(&'a mut dyn Sink),
+    Zstd(zstd::Encoder<'static, SinkWriter<'a>>),
 }
 
-impl PagesWriter {
-    pub fn create(dir: &Path, name: &str, zstd_level: Option<i32>) -> Result<Self> {
-        let path = dir.join(name);
-        let f = create_file(&path)?;
+impl<'a> PagesWriter<'a> {
+    pub fn create(sink: &'a mut dyn Sink, name: &str, zstd_level: Option<i32>) -> Result<Self> {
+        sink.begin(name)?;
         let out = match zstd_level {
-            None => PagesOut::Plain(f),
+            None => PagesOut::Plain(sink),
             Some(level) => {
-                let enc = zstd::Encoder::new(f, level).map_err(|e| Error::io(&path, e))?;
+                let enc =
+                    zstd::Encoder::new(SinkWriter(sink), level).map_err(|e| Error::io(name, e))?;
                 PagesOut::Zstd(enc)
             }
         };
         Ok(PagesWriter {
-            path,
             name: name.to_string(),
             out,
             crc: crc32fast::Hasher::new(),
@@ -202,19 +187,18 @@ impl PagesWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.crc.update(data);
         self.len += data.len() as u64;
-        let r = match &mut self.out {
-            PagesOut::Plain(f) => f.write_all(data),
-            PagesOut::Zstd(e) => e.write_all(data),
-        };
-        r.map_err(|e| Error::io(&self.path, e))
+        match &mut self.out {
+            PagesOut::Plain(s) => s.write(data),
+            PagesOut::Zstd(e) => e.write_all(data).map_err(|e| Error::io(&self.name, e)),
+        }
     }
 
     pub fn finish(self) -> Result<FileRef> {
-        let f = match self.out {
-            PagesOut::Plain(f) => f,
-            PagesOut::Zstd(e) => e.finish().map_err(|e| Error::io(&self.path, e))?,
+        let sink = match self.out {
+            PagesOut::Plain(s) => s,
+            PagesOut::Zstd(e) => e.finish().map_err(|e| Error::io(&self.name, e))?.0,
         };
-        f.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        sink.end()?;
         Ok(FileRef {
             name: self.name,
             len: self.len,

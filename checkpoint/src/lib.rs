@@ -43,6 +43,7 @@ pub mod seccomp;
 pub mod signalfd;
 pub mod signals;
 pub mod sockets;
+pub mod stream;
 pub mod stub;
 pub mod sys;
 pub mod task;
@@ -53,9 +54,10 @@ pub mod timers;
 mod dump;
 mod restore;
 
-pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
+pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
 pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use stream::{DirSink, Sink};
 
 /// The system page size.
 pub fn page_size() -> u64 {

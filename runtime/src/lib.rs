@@ -8,6 +8,7 @@ pub mod console;
 pub mod dump_guard;
 pub mod error;
 pub mod logging;
+pub mod migrate;
 pub mod netns_state;
 pub mod notify;
 pub mod overlay;
