@@ -316,7 +316,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let inv = Inventory {
+    let mut inv = Inventory {
         format: FormatVersion::CURRENT,
         godwit_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: image::ARCH.to_string(),
@@ -327,9 +327,10 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         clocks: clocks(),
         root_pid: root_ns,
         processes: inv_procs,
+        extras: Vec::new(),
     };
     for (name, bytes) in &opts.extra_files {
-        image::write_extra(dir, name, bytes)?;
+        inv.extras.push(image::write_extra(dir, name, bytes)?);
     }
     image::write_inventory(dir, &inv)?;
     stats.frozen_us = us(t_frozen);

@@ -28,12 +28,14 @@
 //! ```
 
 pub mod boost;
+pub mod digest;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;
 pub mod files;
 pub mod freeze;
 pub mod image;
+pub mod limits;
 pub mod memfd;
 pub mod memory;
 pub mod pipes;
@@ -55,7 +57,7 @@ mod restore;
 
 pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
-pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use restore::{restore, verify_image, RestoreOptions, RestoreStats};
 
 /// The system page size.
 pub fn page_size() -> u64 {
