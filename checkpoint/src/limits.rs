@@ -245,7 +245,7 @@ pub fn check_process(
             ),
         ));
     }
-    let aligned = |a: u64| a % page_size == 0;
+    let aligned = |a: u64| a.is_multiple_of(page_size);
     for v in &mem.vmas {
         if !(v.start < v.end && v.end <= TASK_END && aligned(v.start) && aligned(v.end)) {
             return Err(field(
