@@ -323,7 +323,7 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let inv = Inventory {
+    let mut inv = Inventory {
         format: FormatVersion::CURRENT,
         godwit_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: image::ARCH.to_string(),
@@ -334,9 +334,10 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
         clocks: clocks(),
         root_pid: root_ns,
         processes: inv_procs,
+        extras: Vec::new(),
     };
     for (name, bytes) in &opts.extra_files {
-        image::put_extra(sink, name, bytes)?;
+        inv.extras.push(image::put_extra(sink, name, bytes)?);
     }
     image::put_inventory(sink, &inv)?;
     stats.frozen_us = us(t_frozen);

@@ -28,12 +28,14 @@
 //! ```
 
 pub mod boost;
+pub mod digest;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;
 pub mod files;
 pub mod freeze;
 pub mod image;
+pub mod limits;
 pub mod memfd;
 pub mod memory;
 pub mod pipes;
@@ -56,7 +58,7 @@ mod restore;
 
 pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
-pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use restore::{restore, verify_image, RestoreOptions, RestoreStats};
 pub use stream::{DirSink, Sink};
 
 /// The system page size.
