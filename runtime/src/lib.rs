@@ -14,6 +14,7 @@ pub mod notify;
 pub mod overlay;
 pub mod restored;
 pub mod rootfs_diff;
+pub mod sealed;
 pub mod store;
 pub mod timens;
 pub mod tmpfs;

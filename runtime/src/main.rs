@@ -9,6 +9,21 @@ use godwit_runtime::verbs;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Verbs that put processes into a container run from a copy of the
+    // binary that no container can write (CVE-2019-5736; sealed.rs).
+    if matches!(
+        cli.command,
+        Command::Create(_)
+            | Command::Run(_)
+            | Command::Exec(_)
+            | Command::Restore(_)
+            | Command::Receive(_)
+    ) {
+        if let Err(e) = godwit_runtime::sealed::reexec_protected() {
+            eprintln!("godwit: {e}: refusing to start a container process from a writable binary");
+            return ExitCode::from(1);
+        }
+    }
     if let Err(e) = godwit_runtime::logging::init(
         cli.global.log.as_deref(),
         cli.global.log_format,

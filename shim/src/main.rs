@@ -16,6 +16,20 @@ mod shim;
 mod stdio;
 
 fn main() {
+    // The daemon (no `start`/`delete` action) forks the containers'
+    // processes: it runs from a copy of its binary that no container can
+    // write (CVE-2019-5736; godwit_runtime::sealed). `start` must keep its real
+    // path, which containerd-shim re-executes to spawn the daemon.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let daemon = !args
+        .iter()
+        .any(|a| a == "start" || a == "delete" || a == "-v" || a == "--version" || a == "-info");
+    if daemon {
+        if let Err(e) = godwit_runtime::sealed::reexec_protected() {
+            eprintln!("containerd-shim-godwit-v2: {e}");
+            std::process::exit(1);
+        }
+    }
     let config = containerd_shim::Config {
         // The shim reaps its own children (see reaper.rs): libcontainer waits
         // for its intermediate processes by pid, which a blind reaper breaks.
