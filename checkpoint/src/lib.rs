@@ -12,7 +12,7 @@
 //! let dir = std::path::Path::new("/run/img");
 //! // Every process of the tree (host pids); the root is the one whose
 //! // parent is not in the set. Killed once the image is durable.
-//! let pids = godwit_checkpoint::proc::tree(root_pid)?;
+//! let pids = godwit_checkpoint::host::tree(root_pid)?;
 //! let stats = dump(&pids, dir, &DumpOptions {
 //!     freeze_cgroup: None, // Some(cgroup dir) to freeze it while seizing
 //!     ..Default::default()
@@ -27,35 +27,49 @@
 //! # }
 //! ```
 
-pub mod boost;
-pub mod epoll;
+// The public API: dump, restore, the image format and its records, a stub to
+// restore into, what a caller reads about live processes, the terminal record.
 pub mod error;
-pub mod eventfd;
-pub mod files;
-pub mod freeze;
+pub mod host;
 pub mod image;
-pub mod memfd;
-pub mod memory;
-pub mod pipes;
-pub mod proc;
-pub mod ptrace;
-pub mod seccomp;
-pub mod signalfd;
-pub mod signals;
-pub mod sockets;
+pub mod records;
 pub mod stub;
-pub mod sys;
-pub mod task;
-pub mod threads;
-pub mod timerfd;
-pub mod timers;
+pub mod terminal;
 
+// One module per kernel object (record type, dump and restore side by side),
+// and the plumbing they share; private to the dumper.
+mod boost;
 mod dump;
+mod epoll;
+mod eventfd;
+mod files;
+mod freeze;
+mod memfd;
+mod memory;
+mod pipes;
+mod proc;
+mod ptrace;
 mod restore;
+mod seccomp;
+mod signalfd;
+mod signals;
+mod sockets;
+mod sys;
+mod task;
+mod threads;
+mod timerfd;
+mod timers;
 
 pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
 pub use restore::{restore, RestoreOptions, RestoreStats};
+
+/// Refuses an image whose process `img` maps files that changed since the
+/// dump (size or content) or are missing, looked up under the root of
+/// `pid` (where restore will open them), before anything is touched.
+pub fn check_mapped_files(pid: i32, img: &ProcessImage) -> Result<()> {
+    memory::check_files(pid, img.pid, &img.memory)
+}
 
 /// The system page size.
 pub fn page_size() -> u64 {

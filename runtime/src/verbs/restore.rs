@@ -531,21 +531,20 @@ fn rebuild(
         // the new pty's slave as its stdio and controlling terminal): the
         // workload's stdio becomes that.
         inherit_stdio: true,
+        // A terminal container's foreground process group, if the image
+        // recorded one: the workload runs already, so a group that could
+        // not be set is a warning, not a failed restore.
+        restore_terminal: true,
     };
-    godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| RuntimeError::Restore {
-        id: id.to_string(),
-        source: Box::new(e),
-    })?;
-    if let Some(terminal) = crate::console::read_terminal_dump(image)? {
-        // The workload runs already: a terminal whose foreground group could
-        // not be set is no reason to kill it.
-        if let Err(e) = crate::console::restore_terminal(pid.as_raw(), &terminal) {
-            tracing::warn!(id, "terminal foreground group not restored: {e}");
-            eprintln!(
-                "godwit: warning: the terminal's foreground process group {} was not restored: {e}",
-                terminal.foreground_pgrp
-            );
+    let stats = godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| {
+        RuntimeError::Restore {
+            id: id.to_string(),
+            source: Box::new(e),
         }
+    })?;
+    for w in &stats.warnings {
+        tracing::warn!(id, "{w}");
+        eprintln!("godwit: warning: {w}");
     }
     let mut recorded = spec.clone();
     let mut root = recorded.root().clone().unwrap_or_default();
