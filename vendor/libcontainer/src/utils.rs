@@ -139,6 +139,22 @@ pub fn get_unix_user(uid: Uid) -> Option<User> {
     User::from_uid(uid).unwrap_or_default()
 }
 
+/// godwit patch: an error and all its sources, joined by ": " (what crosses
+/// the channel from the container's processes, which keep only strings).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Get home path of a User via UID.
 pub fn get_user_home(uid: u32) -> Option<PathBuf> {
     match get_unix_user(Uid::from_raw(uid)) {
@@ -147,11 +163,24 @@ pub fn get_user_home(uid: u32) -> Option<PathBuf> {
     }
 }
 
-/// If None, it will generate a default path for cgroups.
+/// If None, it will generate a default path for cgroups: runc's `/<id>` for
+/// the cgroupfs driver (godwit patch: was `:youki:<id>`, which tools and
+/// suites looking for the id under each controller do not find).
 pub fn get_cgroup_path(cgroups_path: &Option<PathBuf>, container_id: &str) -> PathBuf {
+    get_cgroup_path_for(cgroups_path, container_id, false)
+}
+
+/// As [`get_cgroup_path`]; with the systemd driver the default stays the
+/// `slice:prefix:name` form (`:youki:<id>`).
+pub fn get_cgroup_path_for(
+    cgroups_path: &Option<PathBuf>,
+    container_id: &str,
+    systemd: bool,
+) -> PathBuf {
     match cgroups_path {
         Some(cpath) => cpath.clone(),
-        None => PathBuf::from(format!(":youki:{container_id}")),
+        None if systemd => PathBuf::from(format!(":youki:{container_id}")),
+        None => PathBuf::from(format!("/{container_id}")),
     }
 }
 

@@ -92,7 +92,7 @@ impl ContainerBuilderImpl {
 
     fn run_container(&mut self) -> Result<Pid, LibcontainerError> {
         let linux = self.spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
-        let base_cgroups_path = utils::get_cgroup_path(linux.cgroups_path(), &self.container_id);
+        let base_cgroups_path = utils::get_cgroup_path_for(linux.cgroups_path(), &self.container_id, self.use_systemd);
         let mut final_cgroups_path = base_cgroups_path;
 
         if let Some(sub_cgroup_path) = &self.sub_cgroup_path
@@ -147,7 +147,16 @@ impl ContainerBuilderImpl {
             f.write_all(oom_score_adj.to_string().as_bytes())
                 .map_err(|err| {
                     tracing::error!("failed to write to /proc/self/oom_score_adj: {}", err);
-                    LibcontainerError::OtherIO(err)
+                    // godwit patch: name the value, the cause and the fix
+                    // (was "io error").
+                    let current = fs::read_to_string("/proc/self/oom_score_adj")
+                        .map(|t| t.trim().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                    LibcontainerError::Other(format!(
+                        "process.oomScoreAdj {oom_score_adj}: writing /proc/self/oom_score_adj \
+                         failed: {err} (the caller's is {current}; going below it needs \
+                         CAP_SYS_RESOURCE): raise process.oomScoreAdj to {current} or more"
+                    ))
                 })?;
         }
 
@@ -225,7 +234,7 @@ impl ContainerBuilderImpl {
 
     fn cleanup_container(&self) -> Result<(), LibcontainerError> {
         let linux = self.spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
-        let cgroups_path = utils::get_cgroup_path(linux.cgroups_path(), &self.container_id);
+        let cgroups_path = utils::get_cgroup_path_for(linux.cgroups_path(), &self.container_id, self.use_systemd);
         let cmanager =
             libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
                 cgroup_path: cgroups_path,

@@ -106,10 +106,15 @@ impl Container {
                             None,
                             None,
                         )
-                        .map_err(|err| {
-                            tracing::error!(err = ?err, "failed to run post stop hooks");
-                            err
-                        })?;
+                        // godwit patch: as runc, a failing poststop hook is a
+                        // warning and the container is removed all the same
+                        // (failing here kept the state, so every later delete
+                        // ran the hooks again and none could succeed).
+                        .unwrap_or_else(|err| {
+                            tracing::warn!(
+                                "poststop hook failed (the container is removed all the same): {err}"
+                            );
+                        });
                     }
                 }
                 Err(err) => {

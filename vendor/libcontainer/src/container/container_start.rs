@@ -61,10 +61,11 @@ impl Container {
                 None,
                 None,
             )
-            .map_err(|err| {
-                tracing::error!("failed to run post start hooks: {}", err);
-                err
-            })?;
+            // godwit patch: the runtime spec says a failing poststart hook
+            // is logged and the lifecycle goes on (runc: warn and continue).
+            .unwrap_or_else(|err| {
+                tracing::warn!("poststart hook failed (the container runs on): {err}");
+            });
         }
 
         Ok(())

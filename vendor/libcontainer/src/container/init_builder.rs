@@ -105,7 +105,14 @@ impl InitContainerBuilder {
 
         let user_ns_config = UserNamespaceConfig::new(&spec)?;
 
-        let config = YoukiConfig::from_spec(&spec, container.id())?;
+        let mut config = YoukiConfig::from_spec(&spec, container.id())?;
+        if let Some(linux) = spec.linux() {
+            config.cgroup_path = crate::utils::get_cgroup_path_for(
+                linux.cgroups_path(),
+                container.id(),
+                self.use_systemd,
+            );
+        }
         config.save(&container_dir).map_err(|err| {
             tracing::error!(?container_dir, "failed to save config: {}", err);
             err

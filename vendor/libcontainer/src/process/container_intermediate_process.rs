@@ -33,7 +33,8 @@ pub enum IntermediateProcessError {
     MissingSpec(#[from] crate::error::MissingSpecError),
     #[error("CPU affinity error {0}")]
     CpuAffinity(#[from] cpu_affinity::CPUAffinityError),
-    #[error("other error")]
+    // godwit patch: the message is the error (was "other error").
+    #[error("{0}")]
     Other(String),
 }
 
@@ -128,7 +129,25 @@ pub fn container_intermediate_process(
         for rlimit in rlimits {
             command.set_rlimit(rlimit).map_err(|err| {
                 tracing::error!(?err, ?rlimit, "failed to set rlimit");
-                err
+                // godwit patch: name the limit and the fix (was "EPERM").
+                let mut current = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit fills the struct it is given.
+                let hard = if unsafe { libc::getrlimit(rlimit.typ() as _, &mut current) } == 0 {
+                    current.rlim_max.to_string()
+                } else {
+                    "?".into()
+                };
+                IntermediateProcessError::Other(format!(
+                    "process.rlimits {:?} (soft {}, hard {}): setrlimit: {err}; raising a hard \
+                     limit above the caller's ({hard}) needs CAP_SYS_RESOURCE: lower it to {hard} \
+                     or less",
+                    rlimit.typ(),
+                    rlimit.soft(),
+                    rlimit.hard()
+                ))
             })?;
         }
     }
@@ -179,11 +198,12 @@ pub fn container_intermediate_process(
                 Ok(_) => 0,
                 Err(e) => {
                     tracing::error!("failed to initialize container process: {e}");
-                    if let Err(err) = init_main_sender.exec_failed(e.to_string()) {
+                    // godwit patch: the whole chain, not only the outermost message.
+                    if let Err(err) = init_main_sender.exec_failed(crate::utils::error_chain(&e)) {
                         tracing::error!(?err, "failed sending error to main sender");
                     }
                     if let ContainerType::TenantContainer { exec_notify_fd } = args.container_type {
-                        let buf = format!("{e}");
+                        let buf = crate::utils::error_chain(&e);
                         let exec_notify_fd =
                             unsafe { std::os::fd::OwnedFd::from_raw_fd(exec_notify_fd) };
                         if let Err(err) = write(&exec_notify_fd, buf.as_bytes()) {
@@ -338,7 +358,12 @@ fn apply_cgroups<
             resources,
             freezer_state: None,
             oom_score_adj: None,
-            disable_oom_killer: false,
+            // godwit patch: was always false, so `disableOOMKiller` was lost.
+            disable_oom_killer: resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .unwrap_or(false),
         };
 
         cmanager.apply(&controller_opt).map_err(|err| {

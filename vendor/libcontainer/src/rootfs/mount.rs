@@ -70,6 +70,11 @@ pub enum MountError {
 
 type Result<T> = std::result::Result<T, MountError>;
 
+/// Whether a spec mount asks to be read-only.
+fn is_read_only(mount: &SpecMount) -> bool {
+    mount.options().iter().flatten().any(|o| o == "ro")
+}
+
 pub trait MountInfoProvider {
     fn mountinfo(&self) -> Result<Vec<MountInfo>>;
 }
@@ -188,9 +193,15 @@ impl Mount {
 
                 match fs::symlink_metadata(&dest_path) {
                     Ok(m) if !m.is_dir() => {
+                        // godwit patch: name the path and the fix.
                         return Err(MountError::Other(
-                            format!("filesystem {} must be mounted on ordinary directory", typ)
-                                .into(),
+                            format!(
+                                "{typ} must be mounted on an ordinary directory, and {} is {}: \
+                                 make it a directory in the rootfs",
+                                dest_path.display(),
+                                if m.file_type().is_symlink() { "a symlink" } else { "not a directory" }
+                            )
+                            .into(),
                         ));
                     }
                     Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -349,6 +360,28 @@ impl Mount {
             }
         }
 
+        // godwit patch (runc): with `ro`, the tmpfs holding the subsystems
+        // is made read-only once they and their symlinks are in it.
+        if is_read_only(cgroup_mount) {
+            self.syscall
+                .mount(
+                    None,
+                    &cgroup_root,
+                    None,
+                    MsFlags::MS_REMOUNT
+                        | MsFlags::MS_BIND
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOEXEC
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV,
+                    None,
+                )
+                .map_err(|err| {
+                    tracing::error!("failed to remount {cgroup_root:?} read-only: {err}");
+                    err
+                })?;
+        }
+
         Ok(())
     }
 
@@ -388,8 +421,13 @@ impl Mount {
             subsystem_name.into()
         };
 
+        // godwit patch: the cgroup mount's `ro` reaches each subsystem (runc).
+        let mut flags = MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if is_read_only(cgroup_mount) {
+            flags |= MsFlags::MS_RDONLY;
+        }
         let mount_options_config = MountOptionConfig {
-            flags: MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            flags,
             data: vec![data.into_owned()],
             rec_attr: None,
         };
@@ -450,10 +488,17 @@ impl Mount {
                 )
                 .typ("bind")
                 .options(
-                    ["rw", "rbind"]
-                        .iter()
-                        .map(|o| o.to_string())
-                        .collect::<Vec<String>>(),
+                    // godwit patch: `ro` when the cgroup mount asks it (runc).
+                    [
+                        if is_read_only(cgroup_mount) { "ro" } else { "rw" },
+                        "rbind",
+                        "nosuid",
+                        "noexec",
+                        "nodev",
+                    ]
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<String>>(),
                 )
                 .build()?;
             tracing::debug!("Mounting emulated cgroup subsystem: {:?}", emulated);
@@ -593,7 +638,12 @@ impl Mount {
         let src = if is_bind(m) {
             let src = canonicalize(source).map_err(|err| {
                 tracing::error!("failed to canonicalize {:?}: {}", source, err);
-                err
+                // godwit patch: name the mount and the missing source.
+                MountError::Custom(format!(
+                    "mount {}: bind source {}: {err}: create it or fix the mount's source",
+                    container_dest.display(),
+                    source.display()
+                ))
             })?;
 
             if src.is_dir() {

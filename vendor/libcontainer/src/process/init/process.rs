@@ -199,6 +199,35 @@ pub fn container_init_process(
     }
 
     if matches!(args.container_type, ContainerType::InitContainer) {
+        // godwit patch (runc's finalizeRootfs): a `/dev` mount asked `ro` is
+        // mounted writable to create the device nodes and the console, then
+        // made read-only here.
+        let dev_ro = ctx.spec.mounts().iter().flatten().any(|m| {
+            m.destination() == Path::new("/dev")
+                && m.options().iter().flatten().any(|o| o == "ro")
+        });
+        if dev_ro {
+            let current_flags = statfs("/dev")
+                .map_err(|err| InitProcessError::SyscallOther(SyscallError::Nix(err)))?
+                .flags()
+                .bits();
+            ctx.syscall
+                .mount(
+                    None,
+                    Path::new("/dev"),
+                    None,
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_BIND
+                        | MsFlags::from_bits_truncate(current_flags),
+                    None,
+                )
+                .map_err(|err| {
+                    tracing::error!(?err, "failed to remount /dev as readonly");
+                    InitProcessError::SyscallOther(err)
+                })?;
+        }
+
         if ctx.rootfs_ro {
             let current_flags = statfs("/")
                 .map_err(|err| {
@@ -269,6 +298,8 @@ pub fn container_init_process(
         tracing::error!(?err, "failed to set supplementary gids");
         err
     })?;
+
+    fix_stdio_permissions(ctx.process.user().uid());
 
     ctx.syscall
         .set_id(
@@ -716,13 +747,92 @@ fn unmount_or_hide(syscall: &dyn Syscall, target: impl AsRef<Path>) -> Result<()
     }
 }
 
+/// Mount points of every full (root "/") proc and sysfs mount outside
+/// `rootfs`, read from /proc/self/mountinfo, parents first.
+fn host_proc_sys_mounts(rootfs: &Path) -> Result<Vec<PathBuf>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(InitProcessError::Io)?;
+    let mut points = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(root), Some(point), Some(fstype)) =
+            (fields.get(3), fields.get(4), fields.get(sep + 1))
+        else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if *root == "/" && (*fstype == "proc" || *fstype == "sysfs") && !point.starts_with(rootfs)
+        {
+            points.push(point);
+        }
+    }
+    Ok(points)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo (octal).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(v) = octal.and_then(|t| u8::from_str_radix(t, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn move_root(syscall: &dyn Syscall, rootfs: &Path) -> Result<()> {
+    // godwit patch (runc's msMoveRoot): the kernel lets a new proc or sysfs
+    // be mounted (from a user namespace, say) while a full one is reachable
+    // in the mount namespace — and after chroot the host's still is. So
+    // every full proc and sysfs mount outside the rootfs is unmounted (or,
+    // where that is refused, covered with a tmpfs), not only /proc and /sys.
+    let points = host_proc_sys_mounts(rootfs)?;
     unistd::chdir(rootfs).map_err(InitProcessError::NixOther)?;
-    // umount /sys and /proc if they are mounted, the purpose is to
-    // unmount or hide the /sys and /proc filesystems before the process changes its
-    // root to the new rootfs. thus ensure that the /sys and /proc filesystems are not
-    // accessible in the new rootfs. the logic is borrowed from crun
-    // https://github.com/containers/crun/blob/53cd1c1c697d7351d0cad23708d29bf4a7980a3a/src/libcrun/linux.c#L2780
+    for point in points {
+        // Unmount events must not propagate to the host.
+        match syscall.mount(
+            None,
+            &point,
+            None,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None,
+        ) {
+            Ok(()) => {}
+            // Gone with a parent unmounted before it.
+            Err(SyscallError::Nix(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL)) => {
+                continue;
+            }
+            Err(err) => return Err(InitProcessError::SyscallOther(err)),
+        }
+        match syscall.umount2(&point, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(SyscallError::Nix(nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM)) => {
+                syscall
+                    .mount(
+                        Some(Path::new("tmpfs")),
+                        &point,
+                        Some("tmpfs"),
+                        MsFlags::MS_RDONLY,
+                        Some("size=0k"),
+                    )
+                    .map_err(InitProcessError::SyscallOther)?;
+            }
+            Err(err) => return Err(InitProcessError::SyscallOther(err)),
+        }
+    }
+    // What is left at /sys and /proc (e.g. not a full mount) is hidden too,
+    // as before.
     unmount_or_hide(syscall, "/sys")?;
     unmount_or_hide(syscall, "/proc")?;
     syscall
@@ -1471,5 +1581,24 @@ mod tests {
 
         set_home_from_path(&mut envs, &invalid_path);
         assert_eq!(envs.get("HOME"), None);
+    }
+}
+
+/// godwit patch (runc's fixStdioPermissions): the process's stdio — its pty
+/// above all — is handed to the user it runs as, so that a non-root process
+/// can use its terminal (runc chowns it; stty and shells need it). /dev/null
+/// and fds already owned by the user are left alone; the group is kept.
+/// Failures (e.g. an unmapped id) are ignored, as runc ignores EINVAL/EPERM.
+fn fix_stdio_permissions(uid: u32) {
+    use nix::sys::stat::{SFlag, fstat, stat};
+    let null_rdev = stat("/dev/null").ok().map(|s| s.st_rdev);
+    for fd in 0..3 {
+        let Ok(st) = fstat(fd) else { continue };
+        let is_char = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+        if (is_char && Some(st.st_rdev) == null_rdev) || st.st_uid == uid {
+            continue;
+        }
+        // SAFETY: fchown on one of our own stdio fds.
+        unsafe { libc::fchown(fd, uid, st.st_gid) };
     }
 }
