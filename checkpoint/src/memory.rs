@@ -566,7 +566,7 @@ pub fn check_files(pid: i32, ns_pid: i32, img: &MemoryImage) -> Result<()> {
             }
             let (now_size, now_crc) = match fingerprint(&format!("/proc/{pid}/root{path}")) {
                 Ok(f) => f,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::restore(
                         ns_pid,
                         format!(

@@ -39,6 +39,18 @@ struct KernelSigaction {
 /// Puts every signal's disposition back to SIG_DFL (a caught one is reset
 /// by execve anyway; an ignored one would stay ignored) and empties the mask.
 pub fn reset_signals() {
+    reset_dispositions();
+    let empty = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&empty),
+        None,
+    );
+}
+
+/// Every signal's disposition back to SIG_DFL, 32 and 33 included (glibc's
+/// signal() refuses those; a caller may have left them ignored).
+pub fn reset_dispositions() {
     let default = KernelSigaction {
         handler: libc::SIG_DFL,
         flags: 0,
@@ -62,12 +74,6 @@ pub fn reset_signals() {
             );
         }
     }
-    let empty = nix::sys::signal::SigSet::empty();
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&empty),
-        None,
-    );
 }
 
 /// Marks every fd from `first` up close-on-exec.
@@ -115,6 +121,26 @@ impl Executor for GodwitExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
+        // A program named by path needs no PATH (libcontainer insists on one;
+        // runc runs `{"args":["/bin/id"]}` without `env`).
+        let process = spec.process().as_ref();
+        let has_path = process
+            .and_then(|p| p.env().as_ref())
+            .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
+        let program = process
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first());
+        match program {
+            Some(program) if !has_path && program.contains('/') => {
+                if std::path::Path::new(program).is_file() {
+                    Ok(())
+                } else {
+                    Err(ExecutorValidationError::ArgValidationError(format!(
+                        "executable '{program}' not found"
+                    )))
+                }
+            }
+            _ => DefaultExecutor {}.validate(spec),
+        }
     }
 }

@@ -55,7 +55,8 @@ impl RuncLogLayer {
         *metadata.level() <= self.max_level
             && (!self.only_ours
                 || metadata.target().starts_with("godwit")
-                || metadata.target().starts_with("libcontainer::container"))
+                || (metadata.target().starts_with("libcontainer::container")
+                    && *metadata.level() == Level::WARN))
     }
 }
 
@@ -110,7 +111,7 @@ impl<S: Subscriber> Layer<S> for RuncLogLayer {
 /// Installs the global logger, as runc's logrus: to the `--log` file (info
 /// and up), or to stderr in the same format — godwit's own errors and
 /// warnings (and libcontainer's container-level warnings, e.g. a failed
-/// poststop hook), everything with `--debug`.
+/// poststop hook; its error lines only repeat ours), everything with `--debug`.
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
     let (out, to_file): (Box<dyn Write + Send>, bool) = match log {
         Some(path) => (

@@ -6,8 +6,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Process;
 
 use crate::bundle::parse_json;
-use crate::console::{ConsoleSocket, PtyProxy};
 use crate::cli::Exec;
+use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
 use crate::store::{recorded_spec, StateRoot};
 use crate::verbs::run::{prepare_foreground, wait_forwarding};
@@ -40,14 +40,16 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
     }
     let container = root.load(id)?;
     match container.status() {
-        ContainerStatus::Running => {}
+        // runc execs into a created container too (its init waits for start).
+        ContainerStatus::Running | ContainerStatus::Created => {}
         ContainerStatus::Paused if args.ignore_paused => {}
         status => {
             return Err(RuntimeError::WrongStatus {
                 id: id.to_string(),
                 op: "exec into",
                 status: crate::verbs::state::status_name(status),
-                hint: "exec needs a running container (--ignore-paused for a paused one)",
+                hint:
+                    "exec needs a created or running container (--ignore-paused for a paused one)",
             })
         }
     }
@@ -100,10 +102,11 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
                     .into(),
             });
         }
-        Some(ConsoleSocket::listen(&container.root.join(format!(
-            "exec-{}.console",
-            std::process::id()
-        )))?)
+        Some(ConsoleSocket::listen(
+            &container
+                .root
+                .join(format!("exec-{}.console", std::process::id())),
+        )?)
     } else {
         None
     };

@@ -32,13 +32,9 @@ impl Executor for StubExecutor {
     fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
         // The dumper restores the handlers that were caught or ignored and
         // takes every other one to be the default, as after an exec; this
-        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE).
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // SAFETY: resetting a disposition to the default.
-                unsafe { libc::signal(sig, libc::SIG_DFL) };
-            }
-        }
+        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE;
+        // a caller may have left 32 and 33 ignored).
+        crate::executor::reset_dispositions();
         loop {
             // SAFETY: pause(2) has no preconditions; godwit stops us from outside
             // (a pid namespace's init cannot stop itself).
@@ -265,6 +261,15 @@ pub fn restore_with_stdio(
                 .image_path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoint"));
+            if !image.is_dir() {
+                return Err(RuntimeError::InvalidValue {
+                    what: "--image-path",
+                    value: image.display().to_string(),
+                    reason: "no such directory: give the directory `godwit checkpoint \
+                             --image-path` wrote, or --import an archive"
+                        .into(),
+                });
+            }
             // Checkpoint leaves the rootfs changes in the image directory.
             let diff = image.join(crate::archive::ROOTFS_DIFF);
             let changes = RootfsChanges {

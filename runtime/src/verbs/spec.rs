@@ -97,16 +97,16 @@ pub fn default_spec(rootless: bool) -> Result<Spec> {
         .map(|mut m| -> Result<Mount> {
             if m.destination() == Path::new("/dev/pts") {
                 let options = m.options().clone().unwrap_or_default();
-                m.set_options(Some(
-                    options.into_iter().filter(|o| o != "gid=5").collect(),
-                ));
+                m.set_options(Some(options.into_iter().filter(|o| o != "gid=5").collect()));
             } else if m.destination() == Path::new("/sys") {
                 m = MountBuilder::default()
                     .destination("/sys")
                     .typ("none")
                     .source("/sys")
                     .options(
-                        ["rbind", "nosuid", "noexec", "nodev", "ro"].map(String::from).to_vec(),
+                        ["rbind", "nosuid", "noexec", "nodev", "ro"]
+                            .map(String::from)
+                            .to_vec(),
                     )
                     .build()
                     .map_err(spec_error)?;
@@ -128,7 +128,17 @@ pub fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
         });
     }
     let spec = default_spec(rootless)?;
+    let mut value = serde_json::to_value(&spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
+    // oci-spec keeps capabilities in hash sets: write them sorted, as runc.
+    if let Some(sets) = value
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for list in sets.values_mut().filter_map(|l| l.as_array_mut()) {
+            list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        }
+    }
     let text =
-        serde_json::to_string_pretty(&spec).map_err(|e| RuntimeError::io(&path, e.into()))?;
+        serde_json::to_string_pretty(&value).map_err(|e| RuntimeError::io(&path, e.into()))?;
     std::fs::write(&path, text + "\n").map_err(|e| RuntimeError::io(&path, e))
 }
