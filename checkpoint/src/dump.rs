@@ -14,6 +14,7 @@ use crate::memory::{self, MemoryImage};
 use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, GADGET_BYTES};
 use crate::signals::{self, SignalImage};
+use crate::stream::Sink;
 use crate::sys::Scratch;
 use crate::task::{self, TaskImage};
 use crate::threads::{self, ThreadImage};
@@ -186,9 +187,15 @@ impl Drop for Held {
 
 /// [`dump`] without its end: the tree stays held, see [`Held`].
 pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Held> {
+    let mut sink = crate::stream::DirSink::create(dir)?;
+    dump_and_hold_to(pids, &mut sink, opts)
+}
+
+/// [`dump_and_hold`] into any [`Sink`] (files in the order described there):
+/// the pages go from the frozen process to the sink once.
+pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -> Result<Held> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
-    image::create_dir(dir)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
     // Job-control stops are seen before our own ptrace stops hide them.
@@ -263,7 +270,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
     let t_mem = Instant::now();
     for (p, ns_pid, ppid, pgid, sid, tids) in entries {
         let pages_name = format!("pages-{ns_pid}.img");
-        let mut pages = PagesWriter::create(dir, &pages_name, opts.zstd_level)?;
+        let mut pages = PagesWriter::create(sink, &pages_name, opts.zstd_level)?;
         let img = dump_process(
             p.pid,
             ns_pid,
@@ -292,7 +299,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         .into_iter()
         .zip(&images)
         .map(|((pid, ppid, pgid, sid, tids, pages), (_, img))| {
-            let record = image::write_json(dir, &format!("process-{pid}.json"), img)?;
+            let record = image::put_json(sink, &format!("process-{pid}.json"), img)?;
             Ok(ProcessEntry {
                 pid,
                 ppid,
@@ -316,7 +323,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let inv = Inventory {
+    let mut inv = Inventory {
         format: FormatVersion::CURRENT,
         godwit_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: image::ARCH.to_string(),
@@ -327,11 +334,12 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         clocks: clocks(),
         root_pid: root_ns,
         processes: inv_procs,
+        extras: Vec::new(),
     };
     for (name, bytes) in &opts.extra_files {
-        image::write_extra(dir, name, bytes)?;
+        inv.extras.push(image::put_extra(sink, name, bytes)?);
     }
-    image::write_inventory(dir, &inv)?;
+    image::put_inventory(sink, &inv)?;
     stats.frozen_us = us(t_frozen);
     let connections = images
         .iter()

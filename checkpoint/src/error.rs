@@ -57,6 +57,9 @@ pub enum Error {
     Restore { pid: i32, what: String },
     #[error("{what}: {errno}")]
     Sys { what: String, errno: Errno },
+    /// A caller's [`crate::Sink`] failed (e.g. the network of a migration).
+    #[error("writing the image")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

@@ -28,12 +28,14 @@
 //! ```
 
 pub mod boost;
+pub mod digest;
 pub mod epoll;
 pub mod error;
 pub mod eventfd;
 pub mod files;
 pub mod freeze;
 pub mod image;
+pub mod limits;
 pub mod memfd;
 pub mod memory;
 pub mod pipes;
@@ -43,6 +45,7 @@ pub mod seccomp;
 pub mod signalfd;
 pub mod signals;
 pub mod sockets;
+pub mod stream;
 pub mod stub;
 pub mod sys;
 pub mod task;
@@ -53,9 +56,10 @@ pub mod timers;
 mod dump;
 mod restore;
 
-pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
+pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
-pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use restore::{restore, verify_image, RestoreOptions, RestoreStats};
+pub use stream::{DirSink, Sink};
 
 /// The system page size.
 pub fn page_size() -> u64 {

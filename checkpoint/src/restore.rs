@@ -27,8 +27,7 @@ use crate::sys::Scratch;
 use crate::task::Rlimit;
 use crate::{signals, task, threads, timers};
 
-/// Highest user address + 1 with 4-level paging.
-const TASK_END: u64 = 0x7fff_ffff_f000;
+use crate::limits::TASK_END;
 /// How long clone3(set_tid) may keep failing with EEXIST (a killed pid not yet reaped).
 const PID_FREE_WAIT: Duration = Duration::from_secs(5);
 
@@ -72,10 +71,19 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     let t0 = Instant::now();
     let reader = ImageReader::open(dir)?;
     let inv = &reader.inventory;
-    // Everything is read and checksummed before the stub is touched.
+    // Everything is read, bounded and checksummed before the stub is touched.
+    let order = reader.tree_order()?;
     let mut loaded = Vec::new();
     for e in &inv.processes {
         let img: ProcessImage = reader.read_json(&e.record)?;
+        crate::limits::check_process(
+            &dir.join(&e.record.name),
+            e.pid,
+            &e.tids,
+            &img,
+            e.pages.len,
+            inv.page_size,
+        )?;
         let pages = reader.pages(&e.pages, e.pages_zstd)?;
         loaded.push(Loaded {
             entry: e,
@@ -83,11 +91,8 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
             pages,
         });
     }
-    let order = tree_order(&loaded, inv.root_pid)?;
     let verify_us = t0.elapsed().as_micros() as u64;
-    for l in &loaded {
-        memory::check_files(stub_pid, l.entry.pid, &l.img.memory)?;
-    }
+    check_paths(stub_pid, &loaded)?;
     let stub_ns_pid = Status::of_pid(stub_pid)?.ns_pid()?;
     if stub_ns_pid != inv.root_pid {
         return Err(Error::restore(
@@ -137,30 +142,78 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     }
 }
 
-/// Indexes of `loaded` parents before children (breadth first from the root).
-fn tree_order(loaded: &[Loaded], root: i32) -> Result<Vec<usize>> {
-    let root_idx = loaded
-        .iter()
-        .position(|l| l.entry.pid == root && l.entry.ppid == 0)
-        .ok_or_else(|| Error::restore(root, "image has no root process"))?;
-    let mut order = vec![root_idx];
-    let mut i = 0;
-    while i < order.len() {
-        let parent = loaded[order[i]].entry.pid;
-        let mut kids: Vec<usize> = (0..loaded.len())
-            .filter(|&k| loaded[k].entry.ppid == parent && loaded[k].entry.pid != parent)
-            .collect();
-        kids.sort_by_key(|&k| loaded[k].entry.pid);
-        order.extend(kids);
-        i += 1;
+/// Every path the image names, looked up where restore will open it —
+/// inside the stub's root, no magic links — before the stub is touched:
+/// mapped files (regular, same size and content), each executable (a regular
+/// file), working directory (a directory) and files opened by path (they
+/// exist; those under /proc, /dev and /sys only at their reopening, in the
+/// restored namespaces).
+fn check_paths(stub_pid: i32, loaded: &[Loaded]) -> Result<()> {
+    use nix::fcntl::OFlag;
+    let root_path = format!("/proc/{stub_pid}/root");
+    let root = std::fs::File::open(&root_path).map_err(|e| Error::io(&root_path, e))?;
+    for l in loaded {
+        let pid = l.entry.pid;
+        memory::check_files(&root, pid, &l.img.memory)?;
+        let refuse = |what: &str, path: &str, why: String| {
+            Error::restore(pid, format!("{what} {path:?} in the image: {why}"))
+        };
+        let lookup = |what: &str, path: &str, flags: OFlag| {
+            crate::sys::check_image_path(path).map_err(|w| refuse(what, path, w.to_string()))?;
+            crate::sys::open_below(&root, path, flags)
+                .map_err(|e| refuse(what, path, crate::sys::why_not_below(e)))
+        };
+        let exe = &l.img.memory.mm.exe;
+        let f = lookup("executable", exe, OFlag::O_PATH)?;
+        let meta = f.metadata().map_err(|e| Error::io(exe, e))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse(
+                "executable",
+                exe,
+                format!("{}, not a regular file", memory::file_kind(&meta)),
+            ));
+        }
+        lookup(
+            "working directory",
+            &l.img.task.cwd,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        for f in &l.img.files.fds {
+            if let crate::files::FdKind::Path { path, .. } = &f.kind {
+                let late = ["/proc/", "/dev/", "/sys/"]
+                    .iter()
+                    .any(|p| path.starts_with(p));
+                if !late {
+                    lookup(&format!("open file (fd {})", f.fd), path, OFlag::O_PATH)?;
+                }
+            }
+        }
     }
-    if order.len() != loaded.len() {
-        return Err(Error::restore(
-            root,
-            "processes whose parent is not in the image",
-        ));
+    Ok(())
+}
+
+/// Verifies a whole image as [`restore`] does before it touches anything —
+/// inventory, bounds, every record, every page file's digest (unless
+/// `pages` is false: the caller verified them otherwise) and every extra
+/// file — without restoring it.
+pub fn verify_image(dir: &Path, pages: bool) -> Result<()> {
+    let reader = ImageReader::open(dir)?;
+    let inv = &reader.inventory;
+    for e in &inv.processes {
+        let img: ProcessImage = reader.read_json(&e.record)?;
+        crate::limits::check_process(
+            &dir.join(&e.record.name),
+            e.pid,
+            &e.tids,
+            &img,
+            e.pages.len,
+            inv.page_size,
+        )?;
+        if pages {
+            drop(reader.pages(&e.pages, e.pages_zstd)?);
+        }
     }
-    Ok(order)
+    Ok(())
 }
 
 /// Tracee threads of the restore; all detached on drop.
@@ -397,7 +450,7 @@ fn restore_tree(
             l.pages.as_slice(),
             &l.entry.pages.name,
         )?;
-        memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)?;
+        memory::restore_mm(&mut me.inj, &me.scratch, l.entry.pid, &l.img.memory.mm)?;
     }
     stats.memory_us = t_mem.elapsed().as_micros() as u64;
 
@@ -444,7 +497,13 @@ fn restore_tree(
         let me = live
             .get_mut(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        task::restore_inside(&mut me.inj, &me.scratch, me.host_pid, &l.img.task)?;
+        task::restore_inside(
+            &mut me.inj,
+            &me.scratch,
+            l.entry.pid,
+            me.host_pid,
+            &l.img.task,
+        )?;
         signals::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.signals)?;
         timers::restore(&mut me.inj, &me.scratch, &l.img.timers)?;
     }

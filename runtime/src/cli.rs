@@ -101,6 +101,72 @@ pub enum Command {
     /// Dump or restore any process tree (not a container) with the embedded dumper.
     #[command(subcommand)]
     Process(ProcessCommand),
+    /// Make a new secret key file (mode 0600) for `migrate` / `receive`.
+    Keygen(Keygen),
+    /// Move a running container to a host where `godwit receive` waits.
+    Migrate(Migrate),
+    /// Wait for one container sent by `godwit migrate` and run it here.
+    Receive(Receive),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Keygen {
+    /// File to create (refused if it exists).
+    pub file: PathBuf,
+}
+
+/// Default key file of `migrate` and `receive`.
+pub const DEFAULT_KEY: &str = "/etc/godwit/migrate.key";
+
+#[derive(Args, Debug, Clone)]
+pub struct Migrate {
+    /// The receiver: ADDR:PORT where `godwit receive` listens.
+    #[arg(long)]
+    pub to: String,
+    /// Secret shared with the receiver (`godwit keygen FILE`).
+    #[arg(long, default_value = DEFAULT_KEY)]
+    pub key: PathBuf,
+    /// Compression of the stream: none, or zstd[:LEVEL] (only where it shrinks the data).
+    #[arg(long, default_value = "none")]
+    pub compress: String,
+    /// Pre-copy rounds while the container runs (not implemented yet: refused).
+    #[arg(long)]
+    pub pre_copy: bool,
+    #[arg(long, requires = "pre_copy")]
+    pub max_rounds: Option<u32>,
+    /// Lazy (post-copy) restore (not implemented yet: refused).
+    #[arg(long)]
+    pub lazy: bool,
+    /// Established TCP connections (not carried: refused).
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    pub container_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Receive {
+    /// Address to listen on for the one migration.
+    #[arg(long, default_value = "0.0.0.0:7676")]
+    pub listen: String,
+    /// Bundle whose rootfs the container runs on (a copy of the source's);
+    /// without it, the bundle is recreated as `restore --import` does.
+    #[arg(short, long, default_value = "", hide_default_value = true, value_parser = any_path)]
+    pub bundle: PathBuf,
+    /// Secret shared with the source (`godwit keygen FILE`).
+    #[arg(long, default_value = DEFAULT_KEY)]
+    pub key: PathBuf,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Where a recreated bundle goes (as `restore --work-path`).
+    #[arg(long)]
+    pub work_path: Option<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    pub container_id: String,
 }
 
 /// `godwit process dump|restore`: the dumper on an ordinary process tree, in

@@ -9,6 +9,7 @@ pub mod dump_guard;
 pub mod error;
 pub mod executor;
 pub mod logging;
+pub mod migrate;
 pub mod netns_state;
 pub mod notify;
 pub mod overlay;

@@ -69,6 +69,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_json(&verbs::features::features()?)?;
             return Ok(0);
         }
+        Command::Keygen(args) => {
+            godwit_runtime::migrate::keygen(&args.file)?;
+            return Ok(0);
+        }
         // Any process tree, no container: no state root either.
         Command::Process(cmd) => return Ok(verbs::process::process(cmd)?),
         _ => {}
@@ -127,7 +131,75 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tracing::info!(?stats, "checkpoint statistics");
         }
         Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
-        Command::Spec(_) | Command::Features | Command::Process(_) => {
+        Command::Migrate(args) => {
+            for (flag, given, why) in [
+                (
+                    "--pre-copy",
+                    args.pre_copy,
+                    "pre-copy rounds are not implemented yet",
+                ),
+                (
+                    "--lazy",
+                    args.lazy,
+                    "lazy (post-copy) restore is not implemented yet",
+                ),
+                (
+                    "--tcp-established",
+                    args.tcp_established,
+                    "established TCP connections are not carried (they come back closed)",
+                ),
+            ] {
+                if given {
+                    anyhow::bail!("{flag}: {why}; omit the flag (stop-and-copy)");
+                }
+            }
+            let req = verbs::migrate::MigrateRequest {
+                id: args.container_id.clone(),
+                to: args.to.clone(),
+                key: args.key.clone(),
+                compress: verbs::migrate::parse_compress(&args.compress)?,
+                quiet: false,
+            };
+            let summary = verbs::migrate::migrate(&root, &req)?;
+            eprintln!(
+                "godwit: {} moved to {}: blackout {:.3} s, {} sent",
+                summary.id,
+                summary.to,
+                summary.blackout_us as f64 / 1e6,
+                godwit_runtime::migrate::human(summary.bytes_sent)
+            );
+            if args.json {
+                print_json(&summary)?;
+            }
+        }
+        Command::Receive(args) => {
+            let req = verbs::receive::ReceiveRequest {
+                id: args.container_id.clone(),
+                listen: args.listen.clone(),
+                key: args.key.clone(),
+                bundle: (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone()),
+                pid_file: args.pid_file.clone(),
+                work_path: args.work_path.clone(),
+                quiet: false,
+            };
+            let listener = verbs::receive::listen(&req.listen)?;
+            eprintln!(
+                "godwit: waiting for container {} on {}",
+                req.id,
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            let id = req.id.clone();
+            let summary = verbs::receive::receive(&root, global, &req, &listener, |pid| {
+                let _ = out(&format!("container {id} runs here (pid {pid})\n"));
+            })?;
+            if args.json {
+                print_json(&summary)?;
+            }
+        }
+        Command::Spec(_) | Command::Features | Command::Process(_) | Command::Keygen(_) => {
             unreachable!("handled above")
         }
     }

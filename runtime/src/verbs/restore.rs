@@ -238,23 +238,7 @@ pub fn restore_with_stdio(
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
             let imported = crate::archive::import(file, &dest, &Default::default())?;
-            let changes = RootfsChanges {
-                diff: imported.rootfs_diff.clone(),
-                deleted: imported.deleted_files.clone(),
-            };
-            let source = match given_bundle(args) {
-                Some(bundle) => BundleSource::Given(bundle),
-                None => BundleSource::Recreated(recreate_bundle(root, args, &imported, &changes)?),
-            };
-            restore_image(
-                root,
-                global,
-                args,
-                &imported.image_dir,
-                source,
-                &changes,
-                stdio,
-            )
+            restore_imported(root, global, args, &imported, stdio)
         }
         None => {
             let image = args
@@ -288,6 +272,36 @@ pub fn restore_with_stdio(
             )
         }
     }
+}
+
+/// Restores an archive already checked whole and extracted (by
+/// `archive::import`, or received by `godwit receive` under the same checks)
+/// as container `args.container_id`: onto `--bundle`, or a bundle recreated
+/// from the archive. A failure leaves no container behind.
+pub fn restore_imported(
+    root: &StateRoot,
+    global: &GlobalOpts,
+    args: &Restore,
+    imported: &crate::archive::Imported,
+    stdio: Option<StubStdio>,
+) -> Result<i32> {
+    let changes = RootfsChanges {
+        diff: imported.rootfs_diff.clone(),
+        deleted: imported.deleted_files.clone(),
+    };
+    let source = match given_bundle(args) {
+        Some(bundle) => BundleSource::Given(bundle),
+        None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
+    };
+    restore_image(
+        root,
+        global,
+        args,
+        &imported.image_dir,
+        source,
+        &changes,
+        stdio,
+    )
 }
 
 /// `--bundle`, unless left out (an empty path).
