@@ -15,6 +15,7 @@ use crate::memory::{self, MemoryImage};
 use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, GADGET_BYTES};
 use crate::signals::{self, SignalImage};
+use crate::stream::Sink;
 use crate::sys::Scratch;
 use crate::task::{self, TaskImage};
 use crate::threads::{self, ThreadImage};
@@ -192,9 +193,15 @@ impl Drop for Held {
 /// note job-control stops, freeze, read the tree's ids, dump every process,
 /// link shared open file descriptions, write the records and the inventory.
 pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Held> {
+    let mut sink = crate::stream::DirSink::create(dir)?;
+    dump_and_hold_to(pids, &mut sink, opts)
+}
+
+/// [`dump_and_hold`] into any [`Sink`] (files in the order described there):
+/// the pages go from the frozen process to the sink once.
+pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -> Result<Held> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
-    image::create_dir(dir)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
     // Job-control stops are seen before our own ptrace stops hide them.
@@ -224,7 +231,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
     let mut dumped = Vec::with_capacity(tree.len());
     for (p, ids) in frozen.procs.iter().zip(tree) {
         let pages_name = format!("pages-{}.img", ids.pid);
-        let mut pages = PagesWriter::create(dir, &pages_name, opts.zstd_level)?;
+        let mut pages = PagesWriter::create(sink, &pages_name, opts.zstd_level)?;
         let mut img = dump_process(
             p.pid,
             ids.pid,
@@ -247,7 +254,7 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
     }
     let mut entries = Vec::with_capacity(dumped.len());
     for (_, img, ids, pages) in &dumped {
-        let record = image::write_json(dir, &format!("process-{}.json", ids.pid), img)?;
+        let record = image::put_json(sink, &format!("process-{}.json", ids.pid), img)?;
         entries.push(ProcessEntry {
             pid: ids.pid,
             ppid: ids.ppid,
@@ -260,13 +267,18 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
         });
     }
     stats.memdump_us = us(t_mem);
+    let mut extras = Vec::new();
     if opts.record_terminal {
         if let Some(group) = crate::terminal::capture(root)? {
             let bytes = crate::terminal::to_bytes(&group);
-            image::write_extra(dir, crate::terminal::TERMINAL_DUMP, &bytes)?;
+            extras.push(image::put_extra(
+                sink,
+                crate::terminal::TERMINAL_DUMP,
+                &bytes,
+            )?);
         }
     }
-    write_inventory(dir, opts, vdso, entries)?;
+    write_inventory(sink, opts, vdso, entries, extras)?;
     stats.frozen_us = us(t_frozen);
     let connections = tcp_connections(dumped.iter().map(|(pid, img, _, _)| (*pid, img)));
     Ok(Held {
@@ -352,10 +364,11 @@ fn find_root(procs: &[(i32, i32)], first: i32) -> Result<i32> {
 /// Writes the caller's extra files, then the inventory: the image is
 /// complete once the inventory exists.
 fn write_inventory(
-    dir: &Path,
+    sink: &mut dyn Sink,
     opts: &DumpOptions,
     vdso: Option<crate::image::VdsoFingerprint>,
     processes: Vec<ProcessEntry>,
+    extras: Vec<crate::image::FileRef>,
 ) -> Result<()> {
     let root_ns = processes
         .iter()
@@ -367,7 +380,7 @@ fn write_inventory(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let inv = Inventory {
+    let mut inv = Inventory {
         format: FormatVersion::CURRENT,
         godwit_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: image::ARCH.to_string(),
@@ -378,11 +391,12 @@ fn write_inventory(
         clocks: clocks(),
         root_pid: root_ns,
         processes,
+        extras,
     };
     for (name, bytes) in &opts.extra_files {
-        image::write_extra(dir, name, bytes)?;
+        inv.extras.push(image::put_extra(sink, name, bytes)?);
     }
-    image::write_inventory(dir, &inv)
+    image::put_inventory(sink, &inv)
 }
 
 /// TCP connections (host pid, fd) of the dumped processes: not carried,

@@ -372,7 +372,25 @@ impl<'a> FileTable<'a> {
                 FdKind::Path { path, pos, .. } => {
                     let flags =
                         f.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY);
-                    let tmp = sys::open_in(inj, scratch, path, flags | libc::O_CLOEXEC, 0)?;
+                    // Never blocks (a FIFO named as a plain path); the
+                    // recorded status flags are set again below.
+                    let tmp = sys::open_image_path(
+                        inj,
+                        scratch,
+                        ns_pid,
+                        &format!("open file (fd {})", f.fd),
+                        path,
+                        flags | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                        0,
+                    )?;
+                    if flags & libc::O_NONBLOCK == 0 {
+                        let fl = flags & (libc::O_APPEND | libc::O_NOATIME | libc::O_DIRECT);
+                        inj.syscall(
+                            "fcntl(F_SETFL)",
+                            libc::SYS_fcntl,
+                            &[tmp, libc::F_SETFL as u64, fl as u64],
+                        )?;
+                    }
                     if *pos != 0 {
                         inj.syscall(
                             "lseek",
@@ -415,7 +433,7 @@ impl<'a> FileTable<'a> {
                     finish_new(inj, tmp, f)?;
                 }
                 FdKind::Socket(sock) => {
-                    let tmp = crate::sockets::restore_bound(inj, scratch, sock)?;
+                    let tmp = crate::sockets::restore_bound(inj, scratch, ns_pid, sock)?;
                     finish_new(inj, tmp, f)?;
                 }
                 FdKind::Pipe(end) => {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stream::{Sink, SinkWriter};
 
 pub const FORMAT_MAJOR: u32 = 1;
 pub const FORMAT_MINOR: u32 = 0;
@@ -42,12 +43,14 @@ impl FormatVersion {
     }
 }
 
-/// Names a file of the image with the length and CRC-32 it must have.
+/// Names a file of the image with the length and digest it must have.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRef {
     pub name: String,
     pub len: u64,
-    pub crc32: u32,
+    /// [`crate::digest`] of the content (uncompressed for page files).
+    #[serde(default)]
+    pub sha256: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +96,10 @@ pub struct Inventory {
     pub clocks: Clocks,
     pub root_pid: i32,
     pub processes: Vec<ProcessEntry>,
+    /// The caller's files (spec.dump, timens.dump, tmpfs.tar ...), each
+    /// with its digest.
+    #[serde(default)]
+    pub extras: Vec<FileRef>,
 }
 
 /// Every per-process record starts with its format version.
@@ -118,79 +125,74 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-fn create_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
+/// Whether `name` may name a file of an image: a plain name, no path.
+pub fn is_plain_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name.starts_with('.') || name.contains('\0'))
 }
 
-/// Writes a caller's file (a plain name, no path) into the image, fsynced.
-pub fn write_extra(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(Error::image(
-            dir.join(name),
-            "extra file names must be plain names",
-        ));
+/// Writes a caller's file (a plain name, no path) into the image; returns
+/// its reference for the inventory.
+pub fn put_extra(sink: &mut dyn Sink, name: &str, bytes: &[u8]) -> Result<FileRef> {
+    if !is_plain_name(name) || name == INVENTORY {
+        return Err(Error::image(name, "extra file names must be plain names"));
     }
-    let path = dir.join(name);
-    let mut file = create_file(&path)?;
-    file.write_all(bytes).map_err(|e| Error::io(&path, e))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))
-}
-
-/// Writes `value` as JSON, fsynced; returns its reference for the inventory.
-pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<FileRef> {
-    let path = dir.join(name);
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::image(&path, e.to_string()))?;
-    let mut f = create_file(&path)?;
-    f.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
-    f.sync_all().map_err(|e| Error::io(&path, e))?;
+    sink.begin(name)?;
+    sink.write(bytes)?;
+    sink.end()?;
     Ok(FileRef {
         name: name.to_string(),
         len: bytes.len() as u64,
-        crc32: crc32fast::hash(&bytes),
+        sha256: crate::digest::of(bytes),
     })
 }
 
-pub fn write_inventory(dir: &Path, inv: &Inventory) -> Result<()> {
-    write_json(dir, INVENTORY, inv)?;
-    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    d.sync_all().map_err(|e| Error::io(dir, e))
+/// Writes `value` as JSON; returns its reference for the inventory.
+pub fn put_json<T: Serialize>(sink: &mut dyn Sink, name: &str, value: &T) -> Result<FileRef> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::image(name, e.to_string()))?;
+    sink.begin(name)?;
+    sink.write(&bytes)?;
+    sink.end()?;
+    Ok(FileRef {
+        name: name.to_string(),
+        len: bytes.len() as u64,
+        sha256: crate::digest::of(&bytes),
+    })
 }
 
-/// Sequential writer of page data; CRC and length are of the uncompressed bytes.
-pub struct PagesWriter {
-    path: PathBuf,
+/// Writes the inventory, the last file of an image, and completes the sink.
+pub fn put_inventory(sink: &mut dyn Sink, inv: &Inventory) -> Result<()> {
+    put_json(sink, INVENTORY, inv)?;
+    sink.complete()
+}
+
+/// Sequential writer of page data; digest and length are of the uncompressed bytes.
+pub struct PagesWriter<'a> {
     name: String,
-    out: PagesOut,
-    crc: crc32fast::Hasher,
+    out: PagesOut<'a>,
+    hash: crate::digest::Hasher,
     len: u64,
 }
 
-enum PagesOut {
-    Plain(File),
-    Zstd(zstd::Encoder<'static, File>),
+enum PagesOut<'a> {
+    Plain(&'a mut dyn Sink),
+    Zstd(zstd::Encoder<'static, SinkWriter<'a>>),
 }
 
-impl PagesWriter {
-    pub fn create(dir: &Path, name: &str, zstd_level: Option<i32>) -> Result<Self> {
-        let path = dir.join(name);
-        let f = create_file(&path)?;
+impl<'a> PagesWriter<'a> {
+    pub fn create(sink: &'a mut dyn Sink, name: &str, zstd_level: Option<i32>) -> Result<Self> {
+        sink.begin(name)?;
         let out = match zstd_level {
-            None => PagesOut::Plain(f),
+            None => PagesOut::Plain(sink),
             Some(level) => {
-                let enc = zstd::Encoder::new(f, level).map_err(|e| Error::io(&path, e))?;
+                let enc =
+                    zstd::Encoder::new(SinkWriter(sink), level).map_err(|e| Error::io(name, e))?;
                 PagesOut::Zstd(enc)
             }
         };
         Ok(PagesWriter {
-            path,
             name: name.to_string(),
             out,
-            crc: crc32fast::Hasher::new(),
+            hash: crate::digest::Hasher::new(),
             len: 0,
         })
     }
@@ -200,25 +202,24 @@ impl PagesWriter {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.crc.update(data);
+        self.hash.update(data);
         self.len += data.len() as u64;
-        let r = match &mut self.out {
-            PagesOut::Plain(f) => f.write_all(data),
-            PagesOut::Zstd(e) => e.write_all(data),
-        };
-        r.map_err(|e| Error::io(&self.path, e))
+        match &mut self.out {
+            PagesOut::Plain(s) => s.write(data),
+            PagesOut::Zstd(e) => e.write_all(data).map_err(|e| Error::io(&self.name, e)),
+        }
     }
 
     pub fn finish(self) -> Result<FileRef> {
-        let f = match self.out {
-            PagesOut::Plain(f) => f,
-            PagesOut::Zstd(e) => e.finish().map_err(|e| Error::io(&self.path, e))?,
+        let sink = match self.out {
+            PagesOut::Plain(s) => s,
+            PagesOut::Zstd(e) => e.finish().map_err(|e| Error::io(&self.name, e))?.0,
         };
-        f.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        sink.end()?;
         Ok(FileRef {
             name: self.name,
             len: self.len,
-            crc32: self.crc.finalize(),
+            sha256: self.hash.finalize(),
         })
     }
 }
@@ -230,10 +231,68 @@ pub struct ImageReader {
     pub inventory: Inventory,
 }
 
+/// Opens a file of the image that must be a regular file of `len` bytes at
+/// most `max` (checked before anything is read from it).
+fn open_bounded(path: &Path, len: Option<u64>, max: u64) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::image(path, "not a regular file"));
+    }
+    if let Some(len) = len {
+        if meta.len() != len {
+            return Err(Error::image(
+                path,
+                format!("length {}, inventory says {len} (truncated?)", meta.len()),
+            ));
+        }
+    }
+    if meta.len() > max {
+        return Err(Error::image(
+            path,
+            format!(
+                "{} bytes, more than the {max} such a file may have",
+                meta.len()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads a whole file opened by [`open_bounded`] (its size is known and bounded).
+fn read_bounded(path: &Path, f: File, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Memory this host could give a decompressed page file (MemAvailable).
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kb| kb.saturating_mul(1024))
+}
+
 impl ImageReader {
+    /// Reads and checks the inventory (version, architecture, page size, the
+    /// bounds of [`crate::limits`] and the process tree) and every extra
+    /// file's digest.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(INVENTORY);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let f = open_bounded(&path, None, crate::limits::MAX_INVENTORY_BYTES)?;
+        let bytes = read_bounded(&path, f, crate::limits::MAX_INVENTORY_BYTES)?;
         // Check the version before the full parse: a newer major may not parse.
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::image(&path, format!("not valid JSON (truncated?): {e}")))?;
@@ -262,17 +321,66 @@ impl ImageReader {
                 ),
             ));
         }
-        Ok(ImageReader {
+        crate::limits::check_inventory(&path, &inventory)?;
+        let names = inventory
+            .processes
+            .iter()
+            .flat_map(|p| [&p.record, &p.pages])
+            .chain(&inventory.extras);
+        let mut seen = std::collections::HashSet::new();
+        for r in names {
+            if !is_plain_name(&r.name) || r.name == INVENTORY || !seen.insert(r.name.as_str()) {
+                return Err(Error::image(
+                    &path,
+                    format!("file name {:?}: not a plain name, or named twice", r.name),
+                ));
+            }
+            if !crate::digest::is_digest(&r.sha256) {
+                return Err(Error::image(
+                    dir.join(&r.name),
+                    "no SHA-256 in the inventory (an image written before godwit recorded \
+                     digests, or a damaged inventory): checkpoint again",
+                ));
+            }
+        }
+        let reader = ImageReader {
             dir: dir.to_path_buf(),
             inventory,
-        })
+        };
+        for r in &reader.inventory.extras {
+            reader.read_checked(r, EXTRA_MAX)?;
+        }
+        Ok(reader)
     }
 
-    /// Reads a record, checking length and CRC from the inventory and its version.
+    /// The processes' indexes, parents first (checked at open: no cycle).
+    pub fn tree_order(&self) -> Result<Vec<usize>> {
+        crate::limits::check_inventory(&self.dir.join(INVENTORY), &self.inventory)
+    }
+
+    /// A file of the image, checked against its length and digest.
+    fn read_checked(&self, fref: &FileRef, max: u64) -> Result<Vec<u8>> {
+        let path = self.dir.join(&fref.name);
+        crate::limits::check_len(&path, fref, max)?;
+        let f = open_bounded(&path, Some(fref.len), max)?;
+        let bytes = read_bounded(&path, f, max)?;
+        check_sum(&path, &bytes, fref)?;
+        Ok(bytes)
+    }
+
+    /// A caller's file (see `DumpOptions::extra_files`), verified; `None`
+    /// if the image has no such file.
+    pub fn extra(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.inventory.extras.iter().find(|r| r.name == name) {
+            Some(r) => self.read_checked(r, EXTRA_MAX).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a record, checking length and digest from the inventory and its version.
     pub fn read_json<T: DeserializeOwned + Versioned>(&self, fref: &FileRef) -> Result<T> {
         let path = self.dir.join(&fref.name);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        check_sum(&path, &bytes, fref)?;
+        let bytes = self.read_checked(fref, crate::limits::MAX_RECORD_BYTES)?;
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::image(&path, e.to_string()))?;
         let format: FormatVersion =
@@ -283,56 +391,35 @@ impl ImageReader {
         Ok(t)
     }
 
-    /// The page data of one process, verified.
+    /// The page data of one process, verified. A compressed file's claimed
+    /// size must fit this host's available memory, and no more than it is
+    /// decompressed.
     pub fn pages(&self, fref: &FileRef, zstd: bool) -> Result<Pages> {
+        use std::io::Read;
         let path = self.dir.join(&fref.name);
-        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let pages = if zstd {
-            let mut out = Vec::with_capacity(fref.len as usize);
-            let mut dec = zstd::Decoder::new(f).map_err(|e| Error::io(&path, e))?;
-            std::io::copy(&mut dec, &mut out)
+            let avail = mem_available();
+            crate::limits::check_len(&path, fref, avail)?;
+            let f = open_bounded(&path, None, u64::MAX)?;
+            let mut out = Vec::with_capacity(fref.len.min(64 << 20) as usize);
+            let dec = zstd::Decoder::new(f).map_err(|e| Error::io(&path, e))?;
+            dec.take(fref.len + 1)
+                .read_to_end(&mut out)
                 .map_err(|e| Error::image(&path, format!("zstd stream: {e}")))?;
             Pages::Owned(out)
         } else {
-            let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-            if len != fref.len {
-                return Err(Error::image(
-                    &path,
-                    format!("length {len}, inventory says {} (truncated?)", fref.len),
-                ));
-            }
-            Pages::map(&f, len as usize).map_err(|e| Error::io(&path, e))?
+            let f = open_bounded(&path, Some(fref.len), u64::MAX)?;
+            let len = usize::try_from(fref.len)
+                .map_err(|_| Error::image(&path, "larger than the address space"))?;
+            Pages::map(&f, len).map_err(|e| Error::io(&path, e))?
         };
         check_sum(&path, pages.as_slice(), fref)?;
         Ok(pages)
     }
 }
 
-/// CRC-32 of large buffers in two halves on two threads (for a mapped pages
-/// file this also faults the mapping in from both), combined.
-fn crc_parallel(bytes: &[u8]) -> u32 {
-    if bytes.len() < (64 << 20) {
-        return crc32fast::hash(bytes);
-    }
-    let (a, b) = bytes.split_at(bytes.len() / 2);
-    std::thread::scope(|s| {
-        let hb = s.spawn(|| {
-            crate::boost::unpin_current();
-            let mut h = crc32fast::Hasher::new();
-            h.update(b);
-            h
-        });
-        let mut ha = crc32fast::Hasher::new();
-        ha.update(a);
-        match hb.join() {
-            Ok(hb) => {
-                ha.combine(&hb);
-                ha.finalize()
-            }
-            Err(_) => crc32fast::hash(bytes),
-        }
-    })
-}
+/// Extra files (spec, clocks, terminal, network, tmpfs contents).
+const EXTRA_MAX: u64 = 16 << 30;
 
 fn check_sum(path: &Path, bytes: &[u8], fref: &FileRef) -> Result<()> {
     if bytes.len() as u64 != fref.len {
@@ -345,13 +432,13 @@ fn check_sum(path: &Path, bytes: &[u8], fref: &FileRef) -> Result<()> {
             ),
         ));
     }
-    let crc = crc_parallel(bytes);
-    if crc != fref.crc32 {
+    let sum = crate::digest::of(bytes);
+    if sum != fref.sha256 {
         return Err(Error::image(
             path,
             format!(
-                "CRC-32 {crc:08x}, inventory says {:08x}: image is corrupt",
-                fref.crc32
+                "SHA-256 {sum}, inventory says {}: image is corrupt or was modified",
+                fref.sha256
             ),
         ));
     }

@@ -29,6 +29,7 @@
 
 // The public API: dump, restore, the image format and its records, a stub to
 // restore into, what a caller reads about live processes, the terminal record.
+pub mod digest;
 pub mod error;
 pub mod host;
 pub mod image;
@@ -44,6 +45,7 @@ mod epoll;
 mod eventfd;
 mod files;
 mod freeze;
+mod limits;
 mod memfd;
 mod memory;
 mod pipes;
@@ -54,21 +56,24 @@ mod seccomp;
 mod signalfd;
 mod signals;
 mod sockets;
+mod stream;
 mod sys;
 mod task;
 mod threads;
 mod timerfd;
 mod timers;
 
-pub use dump::{dump, dump_and_hold, DumpOptions, DumpStats, Held, ProcessImage};
+pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
-pub use restore::{restore, RestoreOptions, RestoreStats};
+pub use restore::{restore, verify_image, RestoreOptions, RestoreStats};
+pub use stream::{DirSink, Sink};
 
 /// Refuses an image whose process `img` maps files that changed since the
-/// dump (size or content) or are missing, looked up under the root of
-/// `pid` (where restore will open them), before anything is touched.
-pub fn check_mapped_files(pid: i32, img: &ProcessImage) -> Result<()> {
-    memory::check_files(pid, img.pid, &img.memory)
+/// dump (size or content), are missing or are not regular files, looked up
+/// inside `root` (a directory opened where restore will open them) without
+/// magic links, before anything is touched.
+pub fn check_mapped_files(root: &std::fs::File, img: &ProcessImage) -> Result<()> {
+    memory::check_files(root, img.pid, &img.memory)
 }
 
 /// The system page size.

@@ -45,10 +45,19 @@ pub enum VmaKind {
     },
 }
 
-/// (size, CRC-32 of the content) of a file.
-fn fingerprint(path: &str) -> Result<(u64, u32)> {
-    let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok((data.len() as u64, crc32fast::hash(&data)))
+/// (size, CRC-32 of the content) of a mapped regular file, reading no more
+/// than its size (a mapped device would read without end).
+fn fingerprint(pid: i32, path: &str) -> Result<(u64, u32)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::Unsupported {
+            pid,
+            what: format!("a file mapping of {path}, {}", file_kind(&meta)),
+        });
+    }
+    let crc = crc_of(&mut f, meta.len()).map_err(|e| Error::io(path, e))?;
+    Ok((meta.len(), crc))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,8 +329,10 @@ fn describe_vmas(
             let (size, crc32) = match fingerprints.get(&m.path) {
                 Some(&f) => f,
                 None => {
-                    let f =
-                        fingerprint(&format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))?;
+                    let f = fingerprint(
+                        pid,
+                        &format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end),
+                    )?;
                     fingerprints.insert(m.path.clone(), f);
                     f
                 }
@@ -569,7 +580,17 @@ pub fn restore_vmas(
                 } else {
                     libc::O_RDONLY
                 };
-                let fd = sys::open_in(inj, scratch, path, oflags | libc::O_CLOEXEC, 0)?;
+                // O_NONBLOCK: opening a FIFO an image names must not wait
+                // (check_files refused anything but a regular file already).
+                let fd = sys::open_image_path(
+                    inj,
+                    scratch,
+                    ns_pid,
+                    "mapped file",
+                    path,
+                    oflags | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                    0,
+                )?;
                 let r = inj.syscall(
                     "mmap(file)",
                     libc::SYS_mmap,
@@ -584,44 +605,107 @@ pub fn restore_vmas(
 }
 
 /// Refuses an image whose mapped files changed since the dump (size or
-/// content), looked up under the root of `pid` (the stub: where restore will
-/// open them), before anything is touched.
-pub fn check_files(pid: i32, ns_pid: i32, img: &MemoryImage) -> Result<()> {
+/// content), or that names anything but a regular file, looked up under the
+/// root of `pid` (the stub: where restore will open them) the way restore
+/// opens them (inside that root, no magic links), before anything is touched.
+/// Reads at most the recorded size of each file.
+pub fn check_files(root: &std::fs::File, ns_pid: i32, img: &MemoryImage) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for v in &img.vmas {
-        if let VmaKind::File {
+        let VmaKind::File {
             path, size, crc32, ..
         } = &v.kind
-        {
-            if *size == 0 || !seen.insert(path.clone()) {
-                continue;
-            }
-            let (now_size, now_crc) = match fingerprint(&format!("/proc/{pid}/root{path}")) {
-                Ok(f) => f,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Error::restore(
-                        ns_pid,
-                        format!(
-                            "mapped file {path} is not in the container's rootfs: restore onto a \
-                             bundle holding the files the image maps (a copy of the checkpointed \
-                             container's bundle)"
-                        ),
-                    ))
-                }
-                Err(e) => return Err(e),
-            };
-            if (now_size, now_crc) != (*size, *crc32) {
+        else {
+            continue;
+        };
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let refuse = |why: String| Error::restore(ns_pid, format!("mapped file {path:?}: {why}"));
+        sys::check_image_path(path).map_err(|w| refuse(w.to_string()))?;
+        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK;
+        let mut file = match sys::open_below(root, path, flags) {
+            Ok(f) => f,
+            Err(nix::errno::Errno::ENOENT) => {
                 return Err(Error::restore(
                     ns_pid,
                     format!(
-                        "mapped file {path} changed since the dump (size {size} → {now_size}, \
-                         CRC-32 {crc32:08x} → {now_crc:08x})"
+                        "mapped file {path} is not in the container's rootfs: restore onto a \
+                         bundle holding the files the image maps (a copy of the checkpointed \
+                         container's bundle)"
                     ),
-                ));
+                ))
             }
+            Err(e) => return Err(refuse(sys::why_not_below(e))),
+        };
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse(format!(
+                "not a regular file ({}): only regular files are mapped again",
+                file_kind(&meta)
+            )));
+        }
+        if meta.len() != *size {
+            return Err(Error::restore(
+                ns_pid,
+                format!(
+                    "mapped file {path} changed since the dump (size {size} → {})",
+                    meta.len()
+                ),
+            ));
+        }
+        let now_crc = crc_of(&mut file, *size).map_err(|e| Error::io(path, e))?;
+        if now_crc != *crc32 {
+            return Err(Error::restore(
+                ns_pid,
+                format!(
+                    "mapped file {path} changed since the dump (size {size}, \
+                     CRC-32 {crc32:08x} → {now_crc:08x})"
+                ),
+            ));
         }
     }
     Ok(())
+}
+
+/// What kind of non-regular file `meta` is, for errors.
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// CRC-32 of exactly `len` bytes of `r` (a shorter file is an error): never
+/// reads more than that, whatever the file is.
+fn crc_of(r: &mut impl std::io::Read, len: u64) -> std::io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut left = len;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("file ended {left} bytes before its size"),
+            ));
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h.finalize())
 }
 
 /// Repeats the VMAs' madvise advice (THP, fork and dump behaviour, KSM).
@@ -826,8 +910,16 @@ struct PrctlMmMap {
 /// Sets code/data/brk/stack/arg/env/auxv and the exe link in one PR_SET_MM_MAP
 /// (the single-field forms need CAP_SYS_RESOURCE). Call after the stub's
 /// own executable is unmapped, or exe_fd fails with EBUSY.
-pub fn restore_mm(inj: &mut Injector, scratch: &Scratch, mm: &MmFields) -> Result<()> {
-    let exe_fd = sys::open_in(inj, scratch, &mm.exe, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+pub fn restore_mm(inj: &mut Injector, scratch: &Scratch, ns_pid: i32, mm: &MmFields) -> Result<()> {
+    let exe_fd = sys::open_image_path(
+        inj,
+        scratch,
+        ns_pid,
+        "executable",
+        &mm.exe,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        0,
+    )?;
     let auxv_bytes: Vec<u8> = mm.auxv.iter().flat_map(|v| v.to_ne_bytes()).collect();
     let auxv_addr = scratch.put(1024, &auxv_bytes)?;
     let map = PrctlMmMap {

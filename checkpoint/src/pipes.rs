@@ -226,9 +226,11 @@ impl<'a> PipeTable<'a> {
                 .ok_or_else(|| {
                     Error::restore(ns_pid, format!("fd {fd}: no record of FIFO {path}"))
                 })?;
-            let rw = sys::open_in(
+            let rw = sys::open_image_path(
                 inj,
                 scratch,
+                ns_pid,
+                &format!("FIFO (fd {fd})"),
                 path,
                 libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
                 0,
@@ -266,9 +268,11 @@ impl<'a> PipeTable<'a> {
             libc::O_RDONLY
         };
         // Non-blocking open: the spare holds both ends, nothing waits.
-        sys::open_in(
+        sys::open_image_path(
             inj,
             scratch,
+            ns_pid,
+            &format!("FIFO (fd {fd})"),
             path,
             mode | libc::O_NONBLOCK | libc::O_CLOEXEC,
             0,

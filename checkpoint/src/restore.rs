@@ -25,10 +25,10 @@ use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
+use crate::terminal::ForegroundGroup;
 use crate::{signals, task, threads, timers};
 
-/// Highest user address + 1 with 4-level paging.
-const TASK_END: u64 = 0x7fff_ffff_f000;
+use crate::limits::TASK_END;
 /// How long clone3(set_tid) may keep failing with EEXIST (a killed pid not yet reaped).
 const PID_FREE_WAIT: Duration = Duration::from_secs(5);
 
@@ -80,10 +80,19 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     let t0 = Instant::now();
     let reader = ImageReader::open(dir)?;
     let inv = &reader.inventory;
-    // Everything is read and checksummed before the stub is touched.
+    // Everything is read, bounded and checksummed before the stub is touched.
+    let order = reader.tree_order()?;
     let mut loaded = Vec::new();
     for e in &inv.processes {
         let img: ProcessImage = reader.read_json(&e.record)?;
+        crate::limits::check_process(
+            &dir.join(&e.record.name),
+            e.pid,
+            &e.tids,
+            &img,
+            e.pages.len,
+            inv.page_size,
+        )?;
         let pages = reader.pages(&e.pages, e.pages_zstd)?;
         loaded.push(Loaded {
             entry: e,
@@ -91,12 +100,13 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
             pages,
         });
     }
-    let ids: Vec<(i32, i32)> = loaded.iter().map(|l| (l.entry.pid, l.entry.ppid)).collect();
-    let order = tree_order(&ids, inv.root_pid)?;
+    let terminal = if opts.restore_terminal {
+        crate::terminal::read(&reader)?
+    } else {
+        None
+    };
     let verify_us = t0.elapsed().as_micros() as u64;
-    for l in &loaded {
-        memory::check_files(stub_pid, l.entry.pid, &l.img.memory)?;
-    }
+    check_paths(stub_pid, &loaded)?;
     let stub_ns_pid = Status::of_pid(stub_pid)?.ns_pid()?;
     if stub_ns_pid != inv.root_pid {
         return Err(Error::restore(
@@ -126,7 +136,7 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     match result {
         Ok(mut stats) => {
             if opts.restore_terminal {
-                if let Some(w) = restore_foreground_group(dir, stub_pid) {
+                if let Some(w) = restore_foreground_group(terminal, stub_pid) {
                     stats.warnings.push(w);
                 }
             }
@@ -151,14 +161,10 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     }
 }
 
-/// The terminal record of the image in `dir` restored into the running
-/// root `pid`; a warning when that failed.
-fn restore_foreground_group(dir: &Path, pid: i32) -> Option<String> {
-    let group = match crate::terminal::read(dir) {
-        Ok(Some(g)) => g,
-        Ok(None) => return None,
-        Err(e) => return Some(format!("the terminal's foreground process group: {e}")),
-    };
+/// The terminal record of the image restored into the running root `pid`;
+/// a warning when that failed.
+fn restore_foreground_group(group: Option<ForegroundGroup>, pid: i32) -> Option<String> {
+    let group = group?;
     crate::terminal::restore(pid, &group).err().map(|e| {
         format!(
             "the terminal's foreground process group {} was not restored: {e}",
@@ -167,31 +173,78 @@ fn restore_foreground_group(dir: &Path, pid: i32) -> Option<String> {
     })
 }
 
-/// Indexes of `tree` (pid, ppid) parents before children, breadth first
-/// from `root` (whose ppid is 0), children in pid order.
-fn tree_order(tree: &[(i32, i32)], root: i32) -> Result<Vec<usize>> {
-    let root_idx = tree
-        .iter()
-        .position(|&(pid, ppid)| pid == root && ppid == 0)
-        .ok_or_else(|| Error::restore(root, "image has no root process"))?;
-    let mut order = vec![root_idx];
-    let mut i = 0;
-    while i < order.len() {
-        let parent = tree[order[i]].0;
-        let mut kids: Vec<usize> = (0..tree.len())
-            .filter(|&k| tree[k].1 == parent && tree[k].0 != parent)
-            .collect();
-        kids.sort_by_key(|&k| tree[k].0);
-        order.extend(kids);
-        i += 1;
+/// Every path the image names, looked up where restore will open it —
+/// inside the stub's root, no magic links — before the stub is touched:
+/// mapped files (regular, same size and content), each executable (a regular
+/// file), working directory (a directory) and files opened by path (they
+/// exist; those under /proc, /dev and /sys only at their reopening, in the
+/// restored namespaces).
+fn check_paths(stub_pid: i32, loaded: &[Loaded]) -> Result<()> {
+    use nix::fcntl::OFlag;
+    let root_path = format!("/proc/{stub_pid}/root");
+    let root = std::fs::File::open(&root_path).map_err(|e| Error::io(&root_path, e))?;
+    for l in loaded {
+        let pid = l.entry.pid;
+        memory::check_files(&root, pid, &l.img.memory)?;
+        let refuse = |what: &str, path: &str, why: String| {
+            Error::restore(pid, format!("{what} {path:?} in the image: {why}"))
+        };
+        let lookup = |what: &str, path: &str, flags: OFlag| {
+            crate::sys::check_image_path(path).map_err(|w| refuse(what, path, w.to_string()))?;
+            crate::sys::open_below(&root, path, flags)
+                .map_err(|e| refuse(what, path, crate::sys::why_not_below(e)))
+        };
+        let exe = &l.img.memory.mm.exe;
+        let f = lookup("executable", exe, OFlag::O_PATH)?;
+        let meta = f.metadata().map_err(|e| Error::io(exe, e))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse(
+                "executable",
+                exe,
+                format!("{}, not a regular file", memory::file_kind(&meta)),
+            ));
+        }
+        lookup(
+            "working directory",
+            &l.img.task.cwd,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )?;
+        for f in &l.img.files.fds {
+            if let crate::files::FdKind::Path { path, .. } = &f.kind {
+                let late = ["/proc/", "/dev/", "/sys/"]
+                    .iter()
+                    .any(|p| path.starts_with(p));
+                if !late {
+                    lookup(&format!("open file (fd {})", f.fd), path, OFlag::O_PATH)?;
+                }
+            }
+        }
     }
-    if order.len() != tree.len() {
-        return Err(Error::restore(
-            root,
-            "processes whose parent is not in the image",
-        ));
+    Ok(())
+}
+
+/// Verifies a whole image as [`restore`] does before it touches anything —
+/// inventory, bounds, every record, every page file's digest (unless
+/// `pages` is false: the caller verified them otherwise) and every extra
+/// file — without restoring it.
+pub fn verify_image(dir: &Path, pages: bool) -> Result<()> {
+    let reader = ImageReader::open(dir)?;
+    let inv = &reader.inventory;
+    for e in &inv.processes {
+        let img: ProcessImage = reader.read_json(&e.record)?;
+        crate::limits::check_process(
+            &dir.join(&e.record.name),
+            e.pid,
+            &e.tids,
+            &img,
+            e.pages.len,
+            inv.page_size,
+        )?;
+        if pages {
+            drop(reader.pages(&e.pages, e.pages_zstd)?);
+        }
     }
-    Ok(order)
+    Ok(())
 }
 
 /// Where the restore keeps fds while it works.
@@ -526,7 +579,7 @@ fn restore_memory(
             l.pages.as_slice(),
             &l.entry.pages.name,
         )?;
-        memory::restore_mm(&mut me.inj, &me.scratch, &l.img.memory.mm)
+        memory::restore_mm(&mut me.inj, &me.scratch, l.entry.pid, &l.img.memory.mm)
     })?;
     Ok(shm)
 }
@@ -575,7 +628,13 @@ fn restore_files(tree: &mut Tree, layout: FdLayout, shm: memory::ShmTable) -> Re
 /// signals; timers.
 fn restore_task_state(tree: &mut Tree) -> Result<()> {
     tree.each(|l, me| {
-        task::restore_inside(&mut me.inj, &me.scratch, me.host_pid, &l.img.task)?;
+        task::restore_inside(
+            &mut me.inj,
+            &me.scratch,
+            l.entry.pid,
+            me.host_pid,
+            &l.img.task,
+        )?;
         signals::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.signals)?;
         timers::restore(&mut me.inj, &me.scratch, &l.img.timers)
     })
@@ -811,26 +870,6 @@ fn clone_with_tid(
 mod tests {
     use super::*;
     use crate::proc::MapsEntry;
-
-    #[test]
-    fn tree_order_is_breadth_first_children_by_pid() {
-        // 1 ─┬─ 9 ── 4
-        //    └─ 3 ── 2
-        let tree = [(9, 1), (1, 0), (4, 9), (3, 1), (2, 3)];
-        let order = tree_order(&tree, 1).unwrap();
-        let pids: Vec<i32> = order.iter().map(|&i| tree[i].0).collect();
-        assert_eq!(pids, [1, 3, 9, 2, 4]);
-    }
-
-    #[test]
-    fn tree_order_refuses_orphans_and_a_missing_root() {
-        assert!(tree_order(&[(1, 0), (5, 77)], 1).is_err());
-        assert!(tree_order(&[(2, 1)], 1).is_err());
-        // A root that names a parent is not the root.
-        assert!(tree_order(&[(1, 8)], 1).is_err());
-        // A process that is its own parent is not a child of itself.
-        assert!(tree_order(&[(1, 0), (6, 6)], 1).is_err());
-    }
 
     #[test]
     fn fd_layout_keeps_stdio_and_spares_above_the_image() {

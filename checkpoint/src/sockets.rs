@@ -490,13 +490,40 @@ impl PairTable {
 }
 
 /// Named unix sockets and inet sockets: created, bound and listening again.
-pub fn restore_bound(inj: &mut Injector, scratch: &Scratch, img: &SocketImage) -> Result<u64> {
+pub fn restore_bound(
+    inj: &mut Injector,
+    scratch: &Scratch,
+    ns_pid: i32,
+    img: &SocketImage,
+) -> Result<u64> {
     match img {
         SocketImage::UnixNamed {
             path,
             sock_type,
             listening,
         } => {
+            // bind(2) and unlink(2) take no resolve flags: the directory
+            // the socket lives in must be reachable inside the container's
+            // root without magic links, as every other image path.
+            let dir = match path.rsplit_once('/') {
+                Some(("", _)) => "/",
+                Some((d, _)) => d,
+                None => ".",
+            };
+            let what = "unix socket directory";
+            let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            let dfd = if dir.starts_with('/') {
+                sys::open_image_path(inj, scratch, ns_pid, what, dir, flags, 0)?
+            } else {
+                sys::open_image_path_beneath_cwd(inj, scratch, ns_pid, what, dir, flags)?
+            };
+            inj.syscall("close", libc::SYS_close, &[dfd])?;
+            if path.len() > 107 {
+                return Err(Error::restore(
+                    ns_pid,
+                    format!("unix socket path {path:?} is longer than sun_path"),
+                ));
+            }
             let fd = inj.syscall(
                 "socket(AF_UNIX)",
                 libc::SYS_socket,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::proc::{self, Status};
 use crate::ptrace::Injector;
-use crate::sys::{Scratch, PATH_OFF};
+use crate::sys::Scratch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rlimit {
@@ -146,11 +146,22 @@ pub fn creds_of(st: &Status) -> Result<Creds> {
 pub fn restore_inside(
     inj: &mut Injector,
     scratch: &Scratch,
+    ns_pid: i32,
     host_pid: i32,
     img: &TaskImage,
 ) -> Result<()> {
-    let p = scratch.put_cstr(PATH_OFF, &img.cwd)?;
-    inj.syscall("chdir", libc::SYS_chdir, &[p])?;
+    let cwd = crate::sys::open_image_path(
+        inj,
+        scratch,
+        ns_pid,
+        "working directory",
+        &img.cwd,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        0,
+    )?;
+    let r = inj.syscall("fchdir", libc::SYS_fchdir, &[cwd]);
+    inj.syscall("close", libc::SYS_close, &[cwd])?;
+    r?;
     inj.syscall("umask", libc::SYS_umask, &[img.umask as u64])?;
     inj.syscall("personality", libc::SYS_personality, &[img.personality])?;
     let root = proc::read_link(format!("/proc/{host_pid}/root"))?;

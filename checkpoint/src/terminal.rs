@@ -7,11 +7,10 @@
 //! pty on fd 0, 1 or 2) as an injected syscall, the pgid written just below
 //! its stack's red zone and put back.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::image::ImageReader;
 use crate::proc::Status;
 use crate::ptrace::{self, Gadget, Injector, Mem};
 
@@ -50,16 +49,18 @@ pub fn capture(root: i32) -> Result<Option<ForegroundGroup>> {
     }))
 }
 
-/// Reads the record from an image directory (`None` if it has none).
-pub fn read(image: &Path) -> Result<Option<ForegroundGroup>> {
-    let path = image.join(TERMINAL_DUMP);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::parse(&path, format!("{TERMINAL_DUMP}: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&path, e)),
-    }
+/// Reads the record from an image, verified like its other files (`None`
+/// if it has none).
+pub fn read(image: &ImageReader) -> Result<Option<ForegroundGroup>> {
+    let Some(bytes) = image.extra(TERMINAL_DUMP)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::parse(
+            image.dir.join(TERMINAL_DUMP),
+            format!("field foreground_pgrp: {e}"),
+        )
+    })
 }
 
 /// The record as the bytes of [`TERMINAL_DUMP`].

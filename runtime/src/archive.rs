@@ -1058,6 +1058,54 @@ impl Visitor for Validator<'_> {
         };
         let kind = entry_kind(entry).map_err(refuse)?;
         let path = entry_path(raw).map_err(refuse)?;
+        self.check_path(&path, kind, name)?;
+        let size = entry.size();
+        self.check_size(&path, kind, size, name)?;
+        if self.seekable {
+            // Uncompressed: the data must lie within the file. (Seeking past
+            // the end would succeed and the archive would look merely short.)
+            let start = entry.raw_file_position();
+            if start.saturating_add(size) > self.len {
+                return Err(ArchiveError::Corrupt {
+                    archive: file.to_path_buf(),
+                    entry: name.to_string(),
+                    reason: format!(
+                        "its header announces {size} bytes of data but the file ends {} bytes after the header (truncated, or a lying header)",
+                        self.len.saturating_sub(start)
+                    ),
+                    source: None,
+                });
+            }
+        }
+
+        if kind == Kind::File && is_metadata(&path) {
+            self.check_metadata_size(size, name)?;
+            let bytes = read_entry(entry, size, file, name)?;
+            self.metadata(&path, &bytes)?;
+        } else if kind == Kind::File && !self.seekable {
+            // Compressed: only decoding every byte shows the stream is whole.
+            let got = io::copy(&mut entry.take(size), &mut io::sink())
+                .map_err(|e| corrupt_read(file, name, e))?;
+            if got != size {
+                return Err(short_entry(file, name, got, size));
+            }
+        }
+        self.entries.push(Checked { path, kind, size });
+        Ok(())
+    }
+}
+
+impl Validator<'_> {
+    /// Where an entry may go: known top-level names, one entry per path, no
+    /// file where a directory is needed.
+    fn check_path(&mut self, path: &str, kind: Kind, name: &str) -> Result<()> {
+        let file = self.file;
+        let refuse = |reason: String| ArchiveError::UnsafeEntry {
+            archive: file.to_path_buf(),
+            entry: name.to_string(),
+            reason,
+        };
+        let path = path.to_string();
 
         let (top, below) = match path.split_once('/') {
             Some((top, _)) => (top, true),
@@ -1101,7 +1149,17 @@ impl Visitor for Validator<'_> {
             Kind::Dir => self.implied_dirs.insert(path.clone()),
         };
 
-        let size = entry.size();
+        Ok(())
+    }
+
+    /// The entry's size against the limits (per entry, total, count).
+    fn check_size(&mut self, _path: &str, kind: Kind, size: u64, name: &str) -> Result<()> {
+        let file = self.file;
+        let refuse = |reason: String| ArchiveError::UnsafeEntry {
+            archive: file.to_path_buf(),
+            entry: name.to_string(),
+            reason,
+        };
         if kind == Kind::Dir && size != 0 {
             return Err(refuse(format!(
                 "it is a directory with {size} bytes of data"
@@ -1131,43 +1189,25 @@ impl Visitor for Validator<'_> {
                 self.limits.max_total_size,
             ));
         }
-        if self.seekable {
-            // Uncompressed: the data must lie within the file. (Seeking past
-            // the end would succeed and the archive would look merely short.)
-            let start = entry.raw_file_position();
-            if start.saturating_add(size) > self.len {
-                return Err(ArchiveError::Corrupt {
-                    archive: file.to_path_buf(),
-                    entry: name.to_string(),
-                    reason: format!(
-                        "its header announces {size} bytes of data but the file ends {} bytes after the header (truncated, or a lying header)",
-                        self.len.saturating_sub(start)
-                    ),
-                    source: None,
-                });
-            }
-        }
-
-        if kind == Kind::File && is_metadata(&path) {
-            if size > self.limits.max_metadata_size {
-                return Err(too_large("its size", size, self.limits.max_metadata_size));
-            }
-            let bytes = read_entry(entry, size, file, name)?;
-            self.metadata(&path, &bytes)?;
-        } else if kind == Kind::File && !self.seekable {
-            // Compressed: only decoding every byte shows the stream is whole.
-            let got = io::copy(&mut entry.take(size), &mut io::sink())
-                .map_err(|e| corrupt_read(file, name, e))?;
-            if got != size {
-                return Err(short_entry(file, name, got, size));
-            }
-        }
-        self.entries.push(Checked { path, kind, size });
         Ok(())
     }
 }
 
 impl Validator<'_> {
+    /// Metadata entries are read into memory: bounded.
+    fn check_metadata_size(&self, size: u64, name: &str) -> Result<()> {
+        if size > self.limits.max_metadata_size {
+            return Err(ArchiveError::TooLarge {
+                archive: self.file.to_path_buf(),
+                entry: name.to_string(),
+                what: "its size",
+                size,
+                limit: self.limits.max_metadata_size,
+            });
+        }
+        Ok(())
+    }
+
     fn invalid(
         &self,
         entry: &'static str,
@@ -1360,6 +1400,132 @@ fn parse_config(file: &Path, bytes: &[u8]) -> Result<(ArchiveConfig, Vec<ListedE
         }
     }
     Ok((config, listed))
+}
+
+/// `config.dump` for an archive sent entry by entry (`godwit migrate`): the
+/// record plus the list of every other entry as `(path, is_dir, size)`, as
+/// `export` writes it.
+pub fn config_dump_for(config: &ArchiveConfig, entries: &[(String, bool, u64)]) -> Vec<u8> {
+    let listed: Vec<ListedEntry> = entries
+        .iter()
+        .map(|(path, dir, size)| ListedEntry {
+            path: path.clone(),
+            kind: if *dir { Kind::Dir } else { Kind::File },
+            size: *size,
+        })
+        .collect();
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "entries".into(),
+            serde_json::to_value(&listed).unwrap_or_default(),
+        );
+    }
+    json_bytes(&v)
+}
+
+/// `import`'s checks, for an archive that arrives entry by entry and is
+/// written into a directory as it comes (`godwit receive`): each entry's
+/// place before a byte of it is written, its size as it grows, the metadata
+/// entries' contents, and at the end what must be there and config.dump's
+/// list against what came.
+pub struct EntryChecker<'a> {
+    v: Validator<'a>,
+}
+
+impl<'a> EntryChecker<'a> {
+    /// `origin` names the stream in errors (e.g. `migration stream from ADDR`).
+    pub fn new(origin: &'a Path, limits: &'a ImportLimits) -> Self {
+        EntryChecker {
+            v: Validator {
+                file: origin,
+                len: 0,
+                seekable: false,
+                limits,
+                entries: Vec::new(),
+                seen: HashSet::new(),
+                files: HashSet::new(),
+                implied_dirs: HashSet::new(),
+                total: 0,
+                config: None,
+                spec: false,
+                deleted_files: Vec::new(),
+                stats: serde_json::Value::Null,
+            },
+        }
+    }
+
+    /// Before entry `path` is written. Returns the normalized path and
+    /// whether its bytes must be handed to [`EntryChecker::end`] (metadata).
+    pub fn begin(&mut self, path: &str, dir: bool) -> Result<(String, bool)> {
+        let norm = entry_path(path.as_bytes()).map_err(|reason| ArchiveError::UnsafeEntry {
+            archive: self.v.file.to_path_buf(),
+            entry: path.to_string(),
+            reason,
+        })?;
+        let kind = if dir { Kind::Dir } else { Kind::File };
+        self.v.check_path(&norm, kind, path)?;
+        let meta = !dir && is_metadata(&norm);
+        Ok((norm, meta))
+    }
+
+    /// While entry `path` grows to `size` bytes: within the limits.
+    pub fn grow(&self, path: &str, size: u64) -> Result<()> {
+        let l = self.v.limits;
+        let too_large = |what, size, limit| ArchiveError::TooLarge {
+            archive: self.v.file.to_path_buf(),
+            entry: path.to_string(),
+            what,
+            size,
+            limit,
+        };
+        if size > l.max_entry_size {
+            return Err(too_large("its size", size, l.max_entry_size));
+        }
+        if self.v.total.saturating_add(size) > l.max_total_size {
+            return Err(too_large(
+                "the total of the entries up to it",
+                self.v.total.saturating_add(size),
+                l.max_total_size,
+            ));
+        }
+        if is_metadata(path) {
+            self.v.check_metadata_size(size, path)?;
+        }
+        Ok(())
+    }
+
+    /// Entry `path` (normalized by `begin`) is complete.
+    pub fn end(&mut self, path: &str, dir: bool, size: u64, metadata: Option<&[u8]>) -> Result<()> {
+        let kind = if dir { Kind::Dir } else { Kind::File };
+        self.v.check_size(path, kind, size, path)?;
+        if let Some(bytes) = metadata {
+            self.v.check_metadata_size(size, path)?;
+            self.v.metadata(path, bytes)?;
+        }
+        self.v.entries.push(Checked {
+            path: path.to_string(),
+            kind,
+            size,
+        });
+        Ok(())
+    }
+
+    /// After the last entry, written under `dir`: what must be there and
+    /// config.dump's list against what came.
+    pub fn finish(self, dir: &Path) -> Result<Imported> {
+        let validated = self.v.finish()?;
+        Ok(Imported {
+            dir: dir.to_path_buf(),
+            image_dir: dir.join(IMAGE_DIR),
+            spec_dump: dir.join(SPEC_DUMP),
+            rootfs_diff: validated.has_rootfs_diff.then(|| dir.join(ROOTFS_DIFF)),
+            config: validated.config,
+            deleted_files: validated.deleted_files,
+            stats: validated.stats,
+            compressed: false,
+        })
+    }
 }
 
 fn validate(

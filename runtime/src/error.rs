@@ -56,6 +56,13 @@ pub enum RuntimeError {
         #[source]
         source: Box<godwit_checkpoint::Error>,
     },
+    /// The migration stream with `peer` failed or was refused.
+    #[error("migration {role} {peer}: {reason}")]
+    Migrate {
+        role: &'static str,
+        peer: String,
+        reason: String,
+    },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error("cgroup of container {id}")]

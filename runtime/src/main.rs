@@ -17,13 +17,27 @@ fn main() -> ExitCode {
         eprintln!("godwit: cannot open log file: {e}");
         return ExitCode::from(1);
     }
+    // runc: a failed exec (no such container, binary or pid-file directory)
+    // exits 255, which callers tell from the process's own status.
+    let failure = if matches!(cli.command, Command::Exec(_)) {
+        255
+    } else {
+        1
+    };
+    let logs_to_file = cli.global.log.is_some();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let msg = format!("{e:#}");
+            // As runc: the error goes through the logger — to stderr as a
+            // logrus line (`time=… level=error msg=…`, or JSON with
+            // --log-format json) — and, when the log is a file, also plainly
+            // to stderr.
             tracing::error!("{msg}");
-            eprintln!("godwit: {msg}");
-            ExitCode::from(1)
+            if logs_to_file {
+                eprintln!("{msg}");
+            }
+            ExitCode::from(failure)
         }
     }
 }
@@ -53,6 +67,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Features => {
             print_json(&verbs::features::features()?)?;
+            return Ok(0);
+        }
+        Command::Keygen(args) => {
+            godwit_runtime::migrate::keygen(&args.file)?;
             return Ok(0);
         }
         // Any process tree, no container: no state root either.
@@ -113,7 +131,75 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             tracing::info!(?stats, "checkpoint statistics");
         }
         Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
-        Command::Spec(_) | Command::Features | Command::Process(_) => {
+        Command::Migrate(args) => {
+            for (flag, given, why) in [
+                (
+                    "--pre-copy",
+                    args.pre_copy,
+                    "pre-copy rounds are not implemented yet",
+                ),
+                (
+                    "--lazy",
+                    args.lazy,
+                    "lazy (post-copy) restore is not implemented yet",
+                ),
+                (
+                    "--tcp-established",
+                    args.tcp_established,
+                    "established TCP connections are not carried (they come back closed)",
+                ),
+            ] {
+                if given {
+                    anyhow::bail!("{flag}: {why}; omit the flag (stop-and-copy)");
+                }
+            }
+            let req = verbs::migrate::MigrateRequest {
+                id: args.container_id.clone(),
+                to: args.to.clone(),
+                key: args.key.clone(),
+                compress: verbs::migrate::parse_compress(&args.compress)?,
+                quiet: false,
+            };
+            let summary = verbs::migrate::migrate(&root, &req)?;
+            eprintln!(
+                "godwit: {} moved to {}: blackout {:.3} s, {} sent",
+                summary.id,
+                summary.to,
+                summary.blackout_us as f64 / 1e6,
+                godwit_runtime::migrate::human(summary.bytes_sent)
+            );
+            if args.json {
+                print_json(&summary)?;
+            }
+        }
+        Command::Receive(args) => {
+            let req = verbs::receive::ReceiveRequest {
+                id: args.container_id.clone(),
+                listen: args.listen.clone(),
+                key: args.key.clone(),
+                bundle: (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone()),
+                pid_file: args.pid_file.clone(),
+                work_path: args.work_path.clone(),
+                quiet: false,
+            };
+            let listener = verbs::receive::listen(&req.listen)?;
+            eprintln!(
+                "godwit: waiting for container {} on {}",
+                req.id,
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            let id = req.id.clone();
+            let summary = verbs::receive::receive(&root, global, &req, &listener, |pid| {
+                let _ = out(&format!("container {id} runs here (pid {pid})\n"));
+            })?;
+            if args.json {
+                print_json(&summary)?;
+            }
+        }
+        Command::Spec(_) | Command::Features | Command::Process(_) | Command::Keygen(_) => {
             unreachable!("handled above")
         }
     }

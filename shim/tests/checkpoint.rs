@@ -519,7 +519,7 @@ fn bad_checkpoints_fail_create_and_leave_nothing() {
             "corrupt",
             "process-1.json",
             Box::new(|image: &Path| {
-                // One byte of the init's record changed: its CRC no longer matches.
+                // One byte of the init's record changed: its SHA-256 no longer matches.
                 let path = image.join("process-1.json");
                 let mut bytes = std::fs::read(&path).unwrap();
                 let i = bytes.len() / 2;

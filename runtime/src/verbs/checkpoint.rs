@@ -95,19 +95,7 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         crate::notify::send(init, signal)?;
         std::thread::sleep(delay);
     }
-    let spec_bytes =
-        serde_json::to_vec(&spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
-    let timens_bytes = serde_json::to_vec(&crate::timens::read(init)?)
-        .map_err(|e| RuntimeError::io(crate::timens::TIMENS_DUMP, e.into()))?;
-    let mut extra_files = vec![
-        (SPEC_DUMP.to_string(), spec_bytes),
-        (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
-    ];
-    if let Some(net) = crate::netns_state::capture(init)? {
-        let bytes = serde_json::to_vec(&net)
-            .map_err(|e| RuntimeError::io(crate::netns_state::NET_DUMP, e.into()))?;
-        extra_files.push((crate::netns_state::NET_DUMP.to_string(), bytes));
-    }
+    let mut extra_files = extra_files(init, &spec)?;
     let freezer = freezer_dir(init);
     // A checkpoint process killed from here on leaves the container as it
     // found it, and no partial image or archive (crate::dump_guard).
@@ -240,8 +228,30 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
     Ok(stats)
 }
 
+/// The container's own files of an image, beside the dumper's: the spec it
+/// ran with, its time namespace offsets, its terminal and its network
+/// namespace's own state.
+pub(crate) fn extra_files(
+    init: i32,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let spec_bytes = serde_json::to_vec(spec).map_err(|e| RuntimeError::io(SPEC_DUMP, e.into()))?;
+    let timens_bytes = serde_json::to_vec(&crate::timens::read(init)?)
+        .map_err(|e| RuntimeError::io(crate::timens::TIMENS_DUMP, e.into()))?;
+    let mut extra_files = vec![
+        (SPEC_DUMP.to_string(), spec_bytes),
+        (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
+    ];
+    if let Some(net) = crate::netns_state::capture(init)? {
+        let bytes = serde_json::to_vec(&net)
+            .map_err(|e| RuntimeError::io(crate::netns_state::NET_DUMP, e.into()))?;
+        extra_files.push((crate::netns_state::NET_DUMP.to_string(), bytes));
+    }
+    Ok(extra_files)
+}
+
 /// The container's rootfs changes, written into the image directory.
-fn capture_rootfs(
+pub(crate) fn capture_rootfs(
     container: &libcontainer::container::Container,
     spec: &oci_spec::runtime::Spec,
     image: &std::path::Path,
@@ -263,10 +273,27 @@ fn export(
     stats: &godwit_checkpoint::DumpStats,
     captured: &crate::rootfs_diff::Captured,
 ) -> Result<()> {
-    use crate::archive::{ArchiveConfig, ArchiveContents};
+    use crate::archive::ArchiveContents;
+    let config = archive_config(container, spec, captured);
+    let contents = ArchiveContents {
+        image_dir: image.to_path_buf(),
+        spec_dump: serde_json::to_vec(spec).map_err(|e| RuntimeError::io(file, e.into()))?,
+        config,
+        rootfs_diff: Some(captured.diff.clone()),
+        deleted_files: captured.deleted.clone(),
+        stats: stats_json(stats, captured.entries),
+    };
+    crate::archive::export(&contents, file).map_err(RuntimeError::from)
+}
+
+/// config.dump's record of a dumped container.
+pub(crate) fn archive_config(
+    container: &libcontainer::container::Container,
+    spec: &oci_spec::runtime::Spec,
+    captured: &crate::rootfs_diff::Captured,
+) -> crate::archive::ArchiveConfig {
     let id = container.id();
-    let entries = captured.entries;
-    let mut config = ArchiveConfig::new(id);
+    let mut config = crate::archive::ArchiveConfig::new(id);
     // A base overlay cannot name (a ':' or ',' in a path) is left out: such
     // an archive restores only onto a bundle given with --bundle.
     let nameable = captured
@@ -286,29 +313,29 @@ fn export(
         .into_iter()
         .collect();
     config.created = container.created();
-    let contents = ArchiveContents {
-        image_dir: image.to_path_buf(),
-        spec_dump: serde_json::to_vec(spec).map_err(|e| RuntimeError::io(file, e.into()))?,
-        config,
-        rootfs_diff: Some(captured.diff.clone()),
-        deleted_files: captured.deleted.clone(),
-        stats: serde_json::json!({
-            "freeze_us": stats.freeze_us,
-            "frozen_us": stats.frozen_us,
-            "memdump_us": stats.memdump_us,
-            "total_us": stats.total_us,
-            "processes": stats.processes,
-            "threads": stats.threads,
-            "pages_written": stats.pages_written,
-            "rootfs_diff_entries": entries,
-        }),
-    };
-    crate::archive::export(&contents, file).map_err(RuntimeError::from)
+    config
+}
+
+/// stats-dump: the dump's phase timings and sizes.
+pub(crate) fn stats_json(
+    stats: &godwit_checkpoint::DumpStats,
+    entries: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "freeze_us": stats.freeze_us,
+        "frozen_us": stats.frozen_us,
+        "memdump_us": stats.memdump_us,
+        "total_us": stats.total_us,
+        "processes": stats.processes,
+        "threads": stats.threads,
+        "pages_written": stats.pages_written,
+        "rootfs_diff_entries": entries,
+    })
 }
 
 /// The freezer of `pid`'s cgroup: the v1 freezer hierarchy where there is one
 /// (what `pause` uses on hybrid hosts like this one), else the v2 directory.
-fn freezer_dir(pid: i32) -> Option<std::path::PathBuf> {
+pub(crate) fn freezer_dir(pid: i32) -> Option<std::path::PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let mut v2 = None;
     for line in text.lines() {

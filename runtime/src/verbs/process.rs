@@ -353,7 +353,8 @@ impl RestoreReport {
 fn check_image(reader: &ImageReader, shell_job: bool) -> Result<()> {
     let inv = &reader.inventory;
     let pids: HashSet<i32> = inv.processes.iter().map(|e| e.pid).collect();
-    let me = std::process::id() as i32;
+    let root = std::fs::File::open("/proc/self/root")
+        .map_err(|e| RuntimeError::io("/proc/self/root", e))?;
     for e in &inv.processes {
         let img: ProcessImage = reader
             .read_json(&e.record)
@@ -416,7 +417,7 @@ fn check_image(reader: &ImageReader, shell_job: bool) -> Result<()> {
             }
         }
         // Mapped files (executables, libraries): size and content.
-        godwit_checkpoint::check_mapped_files(me, &img)
+        godwit_checkpoint::check_mapped_files(&root, &img)
             .map_err(|err| failed("process restore", err))?;
         if e.pgid != 0 && e.sid != e.pid && !pids.contains(&e.pgid) {
             return Err(RuntimeError::Unsupported {

@@ -32,13 +32,9 @@ impl Executor for StubExecutor {
     fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
         // The dumper restores the handlers that were caught or ignored and
         // takes every other one to be the default, as after an exec; this
-        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE).
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // SAFETY: resetting a disposition to the default.
-                unsafe { libc::signal(sig, libc::SIG_DFL) };
-            }
-        }
+        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE;
+        // a caller may have left 32 and 33 ignored).
+        crate::executor::reset_dispositions();
         loop {
             // SAFETY: pause(2) has no preconditions; godwit stops us from outside
             // (a pid namespace's init cannot stop itself).
@@ -242,29 +238,22 @@ pub fn restore_with_stdio(
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
             let imported = crate::archive::import(file, &dest, &Default::default())?;
-            let changes = RootfsChanges {
-                diff: imported.rootfs_diff.clone(),
-                deleted: imported.deleted_files.clone(),
-            };
-            let source = match given_bundle(args) {
-                Some(bundle) => BundleSource::Given(bundle),
-                None => BundleSource::Recreated(recreate_bundle(root, args, &imported, &changes)?),
-            };
-            restore_image(
-                root,
-                global,
-                args,
-                &imported.image_dir,
-                source,
-                &changes,
-                stdio,
-            )
+            restore_imported(root, global, args, &imported, stdio)
         }
         None => {
             let image = args
                 .image_path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoint"));
+            if !image.is_dir() {
+                return Err(RuntimeError::InvalidValue {
+                    what: "--image-path",
+                    value: image.display().to_string(),
+                    reason: "no such directory: give the directory `godwit checkpoint \
+                             --image-path` wrote, or --import an archive"
+                        .into(),
+                });
+            }
             // Checkpoint leaves the rootfs changes in the image directory.
             let diff = image.join(crate::archive::ROOTFS_DIFF);
             let changes = RootfsChanges {
@@ -283,6 +272,36 @@ pub fn restore_with_stdio(
             )
         }
     }
+}
+
+/// Restores an archive already checked whole and extracted (by
+/// `archive::import`, or received by `godwit receive` under the same checks)
+/// as container `args.container_id`: onto `--bundle`, or a bundle recreated
+/// from the archive. A failure leaves no container behind.
+pub fn restore_imported(
+    root: &StateRoot,
+    global: &GlobalOpts,
+    args: &Restore,
+    imported: &crate::archive::Imported,
+    stdio: Option<StubStdio>,
+) -> Result<i32> {
+    let changes = RootfsChanges {
+        diff: imported.rootfs_diff.clone(),
+        deleted: imported.deleted_files.clone(),
+    };
+    let source = match given_bundle(args) {
+        Some(bundle) => BundleSource::Given(bundle),
+        None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
+    };
+    restore_image(
+        root,
+        global,
+        args,
+        &imported.image_dir,
+        source,
+        &changes,
+        stdio,
+    )
 }
 
 /// `--bundle`, unless left out (an empty path).
