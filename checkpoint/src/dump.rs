@@ -1,6 +1,7 @@
 //! `dump()`: freeze a process tree, read its state, write the image, then
 //! release (leave running) or kill it once the image is durable.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -47,6 +48,9 @@ pub struct DumpOptions {
     /// paused container stays paused without running an instruction in
     /// between.
     pub keep_frozen: bool,
+    /// Record the foreground process group of the root's controlling
+    /// terminal ([`crate::terminal`]), for `RestoreOptions::restore_terminal`.
+    pub record_terminal: bool,
 }
 
 /// Timings in microseconds and sizes, for `stats-dump` and logs.
@@ -114,7 +118,7 @@ pub fn dump(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<DumpStats> {
 pub struct Held {
     frozen: Frozen,
     /// Processes that were in a job-control stop before the dump.
-    stopped: std::collections::HashSet<i32>,
+    stopped: HashSet<i32>,
     /// TCP connections (host pid, fd): not carried, reset when killed.
     connections: Vec<(i32, i32)>,
     leave_running: bool,
@@ -185,7 +189,9 @@ impl Drop for Held {
     }
 }
 
-/// [`dump`] without its end: the tree stays held, see [`Held`].
+/// [`dump`] without its end: the tree stays held, see [`Held`]. The passes:
+/// note job-control stops, freeze, read the tree's ids, dump every process,
+/// link shared open file descriptions, write the records and the inventory.
 pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Held> {
     let mut sink = crate::stream::DirSink::create(dir)?;
     dump_and_hold_to(pids, &mut sink, opts)
@@ -199,12 +205,11 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
     // Job-control stops are seen before our own ptrace stops hide them.
-    let mut stopped = std::collections::HashSet::new();
-    for &pid in pids {
-        if task::job_stopped(pid).unwrap_or(false) {
-            stopped.insert(pid);
-        }
-    }
+    let stopped: HashSet<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&pid| task::job_stopped(pid).unwrap_or(false))
+        .collect();
     let frozen = match &opts.freeze_cgroup {
         Some(cg) => Frozen::freeze_cgroup(pids, cg)?,
         None => Frozen::freeze(pids)?,
@@ -214,49 +219,7 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
     stats.threads = frozen.thread_count();
     let t_frozen = Instant::now();
 
-    // The tree, in the dumped pid namespace's numbers.
-    let mut entries = Vec::new();
-    let mut root = None;
-    for p in &frozen.procs {
-        let st = Status::of_pid(p.pid)?;
-        let host_ppid = st.ints("PPid")?.first().copied().unwrap_or(0) as i32;
-        let parent = frozen.procs.iter().find(|q| q.pid == host_ppid);
-        let ns_last = |k: &str| -> Result<i32> {
-            st.ints(k)?
-                .last()
-                .map(|&v| v as i32)
-                .ok_or_else(|| Error::parse(&st.path, k.to_string()))
-        };
-        let ppid = match parent {
-            Some(q) => Status::of_pid(q.pid)?.ns_pid()?,
-            None => {
-                if root.is_some() {
-                    return Err(Error::Unsupported {
-                        pid: p.pid,
-                        what: "a set of processes with more than one root".into(),
-                    });
-                }
-                root = Some(p.pid);
-                0
-            }
-        };
-        let mut tids = Vec::with_capacity(p.tids.len());
-        for &t in &p.tids {
-            tids.push(Status::read(format!("/proc/{}/task/{t}/status", p.pid))?.ns_pid()?);
-        }
-        entries.push((
-            p,
-            ns_last("NSpid")?,
-            ppid,
-            ns_last("NSpgid")?,
-            ns_last("NSsid")?,
-            tids,
-        ));
-    }
-    let root = root.ok_or_else(|| Error::Unsupported {
-        pid: pids.first().copied().unwrap_or(0),
-        what: "a process set without a root (cycle?)".into(),
-    })?;
+    let (tree, root) = read_tree(&frozen, pids)?;
     let vdso = memory::vdso_fingerprint(root, &proc::parse_maps(root)?)?;
     let external = if opts.external_stdio {
         let all: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
@@ -264,56 +227,150 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
     } else {
         Default::default()
     };
-
-    let mut inv_procs = Vec::new();
-    let mut images = Vec::new();
     let t_mem = Instant::now();
-    for (p, ns_pid, ppid, pgid, sid, tids) in entries {
-        let pages_name = format!("pages-{ns_pid}.img");
+    let mut dumped = Vec::with_capacity(tree.len());
+    for (p, ids) in frozen.procs.iter().zip(tree) {
+        let pages_name = format!("pages-{}.img", ids.pid);
         let mut pages = PagesWriter::create(sink, &pages_name, opts.zstd_level)?;
-        let img = dump_process(
+        let mut img = dump_process(
             p.pid,
-            ns_pid,
+            ids.pid,
             &p.tids,
-            &tids,
+            &ids.tids,
             external.get(&p.pid),
             &mut pages,
         )?;
         stats.pages_written += img.memory.pages_total;
-        let pages = pages.finish()?;
-        images.push((p.pid, img));
-        inv_procs.push((ns_pid, ppid, pgid, sid, tids, pages));
+        img.task.stopped = stopped.contains(&p.pid);
+        dumped.push((p.pid, img, ids, pages.finish()?));
     }
     // Open file descriptions shared between fds and processes.
     {
-        let mut refs: Vec<(i32, &mut FilesImage)> = images
+        let mut refs: Vec<(i32, &mut FilesImage)> = dumped
             .iter_mut()
-            .map(|(pid, img)| (*pid, &mut img.files))
+            .map(|(pid, img, _, _)| (*pid, &mut img.files))
             .collect();
         files::assign_ofds(&mut refs)?;
     }
-    for (pid, img) in images.iter_mut() {
-        img.task.stopped = stopped.contains(pid);
+    let mut entries = Vec::with_capacity(dumped.len());
+    for (_, img, ids, pages) in &dumped {
+        let record = image::put_json(sink, &format!("process-{}.json", ids.pid), img)?;
+        entries.push(ProcessEntry {
+            pid: ids.pid,
+            ppid: ids.ppid,
+            pgid: ids.pgid,
+            sid: ids.sid,
+            tids: ids.tids.clone(),
+            record,
+            pages: pages.clone(),
+            pages_zstd: opts.zstd_level.is_some(),
+        });
     }
-    let inv_procs: Vec<ProcessEntry> = inv_procs
-        .into_iter()
-        .zip(&images)
-        .map(|((pid, ppid, pgid, sid, tids, pages), (_, img))| {
-            let record = image::put_json(sink, &format!("process-{pid}.json"), img)?;
-            Ok(ProcessEntry {
-                pid,
-                ppid,
-                pgid,
-                sid,
-                tids,
-                record,
-                pages,
-                pages_zstd: opts.zstd_level.is_some(),
-            })
-        })
-        .collect::<Result<_>>()?;
     stats.memdump_us = us(t_mem);
-    let root_ns = inv_procs
+    let mut extras = Vec::new();
+    if opts.record_terminal {
+        if let Some(group) = crate::terminal::capture(root)? {
+            let bytes = crate::terminal::to_bytes(&group);
+            extras.push(image::put_extra(
+                sink,
+                crate::terminal::TERMINAL_DUMP,
+                &bytes,
+            )?);
+        }
+    }
+    write_inventory(sink, opts, vdso, entries, extras)?;
+    stats.frozen_us = us(t_frozen);
+    let connections = tcp_connections(dumped.iter().map(|(pid, img, _, _)| (*pid, img)));
+    Ok(Held {
+        frozen,
+        stopped,
+        connections,
+        leave_running: opts.leave_running,
+        keep_frozen: opts.freeze_cgroup.clone().filter(|_| opts.keep_frozen),
+        stats,
+        t0,
+    })
+}
+
+/// A process's ids in the dumped pid namespace.
+struct NsIds {
+    pid: i32,
+    /// 0 for the root.
+    ppid: i32,
+    pgid: i32,
+    sid: i32,
+    /// Leader first.
+    tids: Vec<i32>,
+}
+
+/// The tree in the dumped pid namespace's numbers (in `frozen`'s order),
+/// and the root's host pid.
+fn read_tree(frozen: &Frozen, pids: &[i32]) -> Result<(Vec<NsIds>, i32)> {
+    let mut parents = Vec::with_capacity(frozen.procs.len());
+    for p in &frozen.procs {
+        let st = Status::of_pid(p.pid)?;
+        let host_ppid = st.ints("PPid")?.first().copied().unwrap_or(0) as i32;
+        parents.push((p.pid, host_ppid));
+    }
+    let root = find_root(&parents, pids.first().copied().unwrap_or(0))?;
+    let mut tree = Vec::with_capacity(frozen.procs.len());
+    for (p, &(_, host_ppid)) in frozen.procs.iter().zip(&parents) {
+        let st = Status::of_pid(p.pid)?;
+        let ns_last = |k: &str| -> Result<i32> {
+            st.ints(k)?
+                .last()
+                .map(|&v| v as i32)
+                .ok_or_else(|| Error::parse(&st.path, k.to_string()))
+        };
+        let ppid = if p.pid == root {
+            0
+        } else {
+            Status::of_pid(host_ppid)?.ns_pid()?
+        };
+        let mut tids = Vec::with_capacity(p.tids.len());
+        for &t in &p.tids {
+            tids.push(Status::read(format!("/proc/{}/task/{t}/status", p.pid))?.ns_pid()?);
+        }
+        tree.push(NsIds {
+            pid: ns_last("NSpid")?,
+            ppid,
+            pgid: ns_last("NSpgid")?,
+            sid: ns_last("NSsid")?,
+            tids,
+        });
+    }
+    Ok((tree, root))
+}
+
+/// The one process of `procs` (host pid, host ppid) whose parent is not in
+/// the set; `first` names the set in the error.
+fn find_root(procs: &[(i32, i32)], first: i32) -> Result<i32> {
+    let mut roots = procs
+        .iter()
+        .filter(|&&(_, ppid)| !procs.iter().any(|&(pid, _)| pid == ppid));
+    let root = roots.next().ok_or_else(|| Error::Unsupported {
+        pid: first,
+        what: "a process set without a root (cycle?)".into(),
+    })?;
+    if let Some(&(second, _)) = roots.next() {
+        return Err(Error::Unsupported {
+            pid: second,
+            what: "a set of processes with more than one root".into(),
+        });
+    }
+    Ok(root.0)
+}
+
+/// Writes the caller's extra files, then the inventory: the image is
+/// complete once the inventory exists.
+fn write_inventory(
+    sink: &mut dyn Sink,
+    opts: &DumpOptions,
+    vdso: Option<crate::image::VdsoFingerprint>,
+    processes: Vec<ProcessEntry>,
+    extras: Vec<crate::image::FileRef>,
+) -> Result<()> {
+    let root_ns = processes
         .iter()
         .find(|e| e.ppid == 0)
         .map(|e| e.pid)
@@ -333,35 +390,29 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
         dumped_at_unix_ns: now,
         clocks: clocks(),
         root_pid: root_ns,
-        processes: inv_procs,
-        extras: Vec::new(),
+        processes,
+        extras,
     };
     for (name, bytes) in &opts.extra_files {
         inv.extras.push(image::put_extra(sink, name, bytes)?);
     }
-    image::put_inventory(sink, &inv)?;
-    stats.frozen_us = us(t_frozen);
-    let connections = images
-        .iter()
+    image::put_inventory(sink, &inv)
+}
+
+/// TCP connections (host pid, fd) of the dumped processes: not carried,
+/// reset when the tree is killed.
+fn tcp_connections<'a>(images: impl Iterator<Item = (i32, &'a ProcessImage)>) -> Vec<(i32, i32)> {
+    images
         .flat_map(|(pid, img)| {
             img.files.fds.iter().filter_map(move |f| {
                 matches!(
                     f.kind,
                     crate::files::FdKind::Socket(crate::sockets::SocketImage::TcpConnection { .. })
                 )
-                .then_some((*pid, f.fd))
+                .then_some((pid, f.fd))
             })
         })
-        .collect();
-    Ok(Held {
-        frozen,
-        stopped,
-        connections,
-        leave_running: opts.leave_running,
-        keep_frozen: opts.freeze_cgroup.clone().filter(|_| opts.keep_frozen),
-        stats,
-        t0,
-    })
+        .collect()
 }
 
 /// Dumps one frozen process. Injection runs on the vDSO's syscall instruction
@@ -456,4 +507,24 @@ fn dump_process(
         timers,
         seccomp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_the_process_whose_parent_is_outside() {
+        // 10 ─ 11 ─ 12, 10's parent 1 is not dumped.
+        assert_eq!(find_root(&[(11, 10), (10, 1), (12, 11)], 11).unwrap(), 10);
+        assert_eq!(find_root(&[(5, 0)], 5).unwrap(), 5);
+    }
+
+    #[test]
+    fn two_roots_or_none_are_refused() {
+        let e = find_root(&[(10, 1), (20, 1)], 10).unwrap_err();
+        assert!(e.to_string().contains("more than one root"), "{e}");
+        let e = find_root(&[(10, 11), (11, 10)], 10).unwrap_err();
+        assert!(e.to_string().contains("without a root"), "{e}");
+    }
 }

@@ -32,8 +32,10 @@ pub enum Error {
         addr: u64,
         source: io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // Not `source`: thiserror would make it the error's source too, and a
+    // chain printed whole (`{e:#}`) would name the errno twice.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("{}: {what}", path.display())]
     Parse { path: PathBuf, what: String },
     #[error("pid {pid} fd {fd}: file descriptor of kind {kind} is not supported by the dumper")]
@@ -64,7 +66,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
     pub(crate) fn parse(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {

@@ -12,7 +12,7 @@
 //! let dir = std::path::Path::new("/run/img");
 //! // Every process of the tree (host pids); the root is the one whose
 //! // parent is not in the set. Killed once the image is durable.
-//! let pids = godwit_checkpoint::proc::tree(root_pid)?;
+//! let pids = godwit_checkpoint::host::tree(root_pid)?;
 //! let stats = dump(&pids, dir, &DumpOptions {
 //!     freeze_cgroup: None, // Some(cgroup dir) to freeze it while seizing
 //!     ..Default::default()
@@ -27,39 +27,54 @@
 //! # }
 //! ```
 
-pub mod boost;
+// The public API: dump, restore, the image format and its records, a stub to
+// restore into, what a caller reads about live processes, the terminal record.
 pub mod digest;
-pub mod epoll;
 pub mod error;
-pub mod eventfd;
-pub mod files;
-pub mod freeze;
+pub mod host;
 pub mod image;
-pub mod limits;
-pub mod memfd;
-pub mod memory;
-pub mod pipes;
-pub mod proc;
-pub mod ptrace;
-pub mod seccomp;
-pub mod signalfd;
-pub mod signals;
-pub mod sockets;
-pub mod stream;
+pub mod records;
 pub mod stub;
-pub mod sys;
-pub mod task;
-pub mod threads;
-pub mod timerfd;
-pub mod timers;
+pub mod terminal;
 
+// One module per kernel object (record type, dump and restore side by side),
+// and the plumbing they share; private to the dumper.
+mod boost;
 mod dump;
+mod epoll;
+mod eventfd;
+mod files;
+mod freeze;
+mod limits;
+mod memfd;
+mod memory;
+mod pipes;
+mod proc;
+mod ptrace;
 mod restore;
+mod seccomp;
+mod signalfd;
+mod signals;
+mod sockets;
+mod stream;
+mod sys;
+mod task;
+mod threads;
+mod timerfd;
+mod timers;
 
 pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};
 pub use restore::{restore, verify_image, RestoreOptions, RestoreStats};
 pub use stream::{DirSink, Sink};
+
+/// Refuses an image whose process `img` maps files that changed since the
+/// dump (size or content), are missing or are not regular files, looked up
+/// inside `root` (a directory opened where restore will open them) without
+/// magic links, before anything is touched.
+pub fn check_mapped_files(root: &std::fs::File, img: &ProcessImage) -> Result<()> {
+    memory::check_files(root, img.pid, &img.memory)
+}
 
 /// The system page size.
 pub fn page_size() -> u64 {

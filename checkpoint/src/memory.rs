@@ -257,7 +257,9 @@ pub fn dump_mm(pid: i32, brk: u64) -> Result<MmFields> {
     })
 }
 
-/// Dumps the VMAs of a stopped process and writes its populated pages.
+/// Dumps the VMAs of a stopped process and writes its populated pages:
+/// describe the VMAs and find their populated pages (pagemap), plan the
+/// copy in batches and lay out the page runs, copy.
 pub fn dump(
     pid: i32,
     maps: &[MapsEntry],
@@ -265,16 +267,37 @@ pub fn dump(
     out: &mut PagesWriter,
 ) -> Result<MemoryImage> {
     let ps = crate::page_size();
+    let (vmas, vdso, todo) = describe_vmas(pid, maps, ps)?;
+    let (batches, runs) = plan_copy(&todo, ps, BATCH, out.offset());
+    copy_batches(pid, &batches, out)?;
+    let pages_total = runs.iter().map(|r| r.pages).sum();
+    Ok(MemoryImage {
+        vmas,
+        mm,
+        vdso,
+        runs,
+        pages_total,
+    })
+}
+
+/// A run of pages to copy: address, number of pages, and whether
+/// process_vm_readv can read it (the VMA is readable).
+type Todo = (u64, u64, bool);
+
+/// The image's VMAs (file mappings fingerprinted), the vDSO's place, and
+/// the runs of populated pages that differ from their file.
+fn describe_vmas(
+    pid: i32,
+    maps: &[MapsEntry],
+    ps: u64,
+) -> Result<(Vec<Vma>, Option<VdsoPlace>, Vec<Todo>)> {
     let pagemap_path = format!("/proc/{pid}/pagemap");
     let pagemap = std::fs::File::open(&pagemap_path).map_err(|e| Error::io(&pagemap_path, e))?;
-    let mem = Mem::open(pid)?;
     let mut vmas = Vec::new();
-    let mut runs: Vec<PageRun> = Vec::new();
     let mut vdso = None;
     let flags = vm_flags(pid)?;
     let mut fingerprints: std::collections::HashMap<String, (u64, u32)> = Default::default();
-    // Runs of pages per VMA, with whether the VMA is readable by process_vm_readv.
-    let mut todo: Vec<(u64, u64, bool)> = Vec::new();
+    let mut todo: Vec<Todo> = Vec::new();
     for m in maps {
         if m.path == "[vsyscall]" {
             continue;
@@ -355,43 +378,57 @@ pub fn dump(
         pagemap
             .read_exact_at(&mut entries, m.start / ps * 8)
             .map_err(|e| Error::io(&pagemap_path, e))?;
-        let mut run_start: Option<u64> = None;
-        for i in 0..=npages {
-            let want = if i < npages {
-                let e = u64::from_ne_bytes(entries[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                let populated = e & (PM_PRESENT | PM_SWAP) != 0;
-                // In a private file mapping only COW-ed (anonymous) pages differ from the file.
-                populated && (!file_backed || e & PM_FILE == 0 || e & PM_SWAP != 0)
-            } else {
-                false
-            };
-            let addr = m.start + i as u64 * ps;
-            match (want, run_start) {
-                (true, None) => run_start = Some(addr),
-                (false, Some(s)) => {
-                    todo.push((s, (addr - s) / ps, m.read));
-                    run_start = None;
-                }
-                _ => {}
-            }
+        let entries: Vec<u64> = entries
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        for (first, n) in populated_runs(&entries, file_backed) {
+            todo.push((m.start + first as u64 * ps, n as u64, m.read));
         }
     }
+    Ok((vmas, vdso, todo))
+}
 
-    // Split runs to at most BATCH bytes, then copy: one process_vm_readv of
-    // many ranges and one sequential write per batch.
+/// Runs (first page index, number of pages) of a VMA's pagemap entries
+/// that the image must carry: present or swapped pages, and in a private
+/// file mapping only the COW-ed (anonymous) ones, which differ from the file.
+fn populated_runs(pagemap: &[u64], file_backed: bool) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut run_start: Option<usize> = None;
+    for i in 0..=pagemap.len() {
+        let want = pagemap.get(i).is_some_and(|&e| {
+            let populated = e & (PM_PRESENT | PM_SWAP) != 0;
+            populated && (!file_backed || e & PM_FILE == 0 || e & PM_SWAP != 0)
+        });
+        match (want, run_start) {
+            (true, None) => run_start = Some(i),
+            (false, Some(s)) => {
+                runs.push((s, i - s));
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// Plans the copy: runs split to at most `batch` bytes, grouped into
+/// batches (readable ones together, one process_vm_readv of many ranges
+/// and one sequential write each; unreadable ones alone), and the page
+/// runs of the pages file from `offset` on, merged where contiguous in
+/// memory and file.
+fn plan_copy(todo: &[Todo], ps: u64, batch: usize, offset: u64) -> (Vec<Batch>, Vec<PageRun>) {
     let mut pieces: Vec<(u64, usize, bool)> = Vec::new();
-    for (addr, pages, readable) in todo {
+    for &(addr, pages, readable) in todo {
         let mut a = addr;
         let mut left = (pages * ps) as usize;
         while left > 0 {
-            let n = left.min(BATCH);
+            let n = left.min(batch);
             pieces.push((a, n, readable));
             a += n as u64;
             left -= n;
         }
     }
-    // Group pieces into batches (readable ones together; unreadable alone)
-    // and lay out the runs of the pages file up front.
     let mut batches: Vec<Batch> = Vec::new();
     let mut i = 0;
     while i < pieces.len() {
@@ -402,17 +439,17 @@ pub fn dump(
         }
         let mut ranges = Vec::new();
         let mut filled = 0usize;
-        while i < pieces.len() && pieces[i].2 && filled + pieces[i].1 <= BATCH {
+        while i < pieces.len() && pieces[i].2 && filled + pieces[i].1 <= batch {
             ranges.push((pieces[i].0, pieces[i].1));
             filled += pieces[i].1;
             i += 1;
         }
         batches.push((ranges, filled, true));
     }
-    let mut off = out.offset();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut off = offset;
     for (ranges, _, _) in &batches {
         for &(addr, len) in ranges {
-            // Merge with the previous run when contiguous in memory and file.
             match runs.last_mut() {
                 Some(last)
                     if last.addr + last.pages * ps == addr
@@ -429,9 +466,13 @@ pub fn dump(
             off += len as u64;
         }
     }
+    (batches, runs)
+}
 
-    // Copy: a reader thread fills buffers (process_vm_readv) while this
-    // thread writes the previous one, so reading and writing overlap.
+/// Copies the batches: a reader thread fills buffers (process_vm_readv)
+/// while this thread writes the previous one, so reading and writing overlap.
+fn copy_batches(pid: i32, batches: &[Batch], out: &mut PagesWriter) -> Result<()> {
+    let mem = Mem::open(pid)?;
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(Vec<u8>, usize)>>(4);
     for _ in 0..4 {
@@ -443,7 +484,6 @@ pub fn dump(
         // channels closed and ends, instead of waiting for a buffer forever
         // while the scope waits for it.
         let (free_tx, full_rx) = (free_tx, full_rx);
-        let batches = &batches;
         let mem = &mem;
         scope.spawn(move || {
             for (ranges, filled, readable) in batches {
@@ -467,14 +507,6 @@ pub fn dump(
             let _ = free_tx.send(buf);
         }
         Ok(())
-    })?;
-    let pages_total = runs.iter().map(|r| r.pages).sum();
-    Ok(MemoryImage {
-        vmas,
-        mm,
-        vdso,
-        runs,
-        pages_total,
     })
 }
 
@@ -966,5 +998,98 @@ pub fn restore_vdso(
             place.vvar_start,
             place.vdso_start
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PS: u64 = 4096;
+
+    #[test]
+    fn populated_runs_of_anonymous_memory() {
+        let p = PM_PRESENT;
+        let s = PM_SWAP;
+        let entries = [0, p, p, 0, s, p, 0, p];
+        assert_eq!(populated_runs(&entries, false), [(1, 2), (4, 2), (7, 1)]);
+        assert!(populated_runs(&[0, 0], false).is_empty());
+        assert!(populated_runs(&[], false).is_empty());
+    }
+
+    #[test]
+    fn private_file_mapping_carries_only_cowed_pages() {
+        let file_page = PM_PRESENT | PM_FILE;
+        let cowed = PM_PRESENT;
+        let swapped = PM_SWAP | PM_FILE;
+        let entries = [file_page, cowed, cowed, file_page, swapped];
+        assert_eq!(populated_runs(&entries, true), [(1, 2), (4, 1)]);
+        // The same pages of an anonymous VMA are all carried.
+        assert_eq!(populated_runs(&entries, false), [(0, 5)]);
+    }
+
+    #[test]
+    fn copy_plan_batches_readable_runs_and_merges_page_runs() {
+        let todo = [(0x1000, 2, true), (0x3000, 1, true), (0x9000, 1, false)];
+        let (batches, runs) = plan_copy(&todo, PS, 16 * PS as usize, 100 * PS);
+        // Readable runs share one batch; the unreadable one is alone.
+        assert_eq!(batches.len(), 2);
+        assert_eq!(
+            batches[0],
+            (
+                vec![(0x1000, 2 * PS as usize), (0x3000, PS as usize)],
+                3 * PS as usize,
+                true
+            )
+        );
+        assert_eq!(
+            batches[1],
+            (vec![(0x9000, PS as usize)], PS as usize, false)
+        );
+        // 0x1000..0x3000 and 0x3000 are contiguous in memory and file.
+        assert_eq!(
+            runs,
+            [
+                PageRun {
+                    addr: 0x1000,
+                    pages: 3,
+                    offset: 100 * PS
+                },
+                PageRun {
+                    addr: 0x9000,
+                    pages: 1,
+                    offset: 103 * PS
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn copy_plan_splits_runs_at_the_batch_size() {
+        let todo = [(0x10000, 5, true)];
+        let (batches, runs) = plan_copy(&todo, PS, 2 * PS as usize, 0);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.1).collect();
+        assert_eq!(sizes, [2 * PS as usize, 2 * PS as usize, PS as usize]);
+        assert!(batches.iter().all(|b| b.1 <= 2 * PS as usize));
+        // Split pieces are still one run in the pages file.
+        assert_eq!(
+            runs,
+            [PageRun {
+                addr: 0x10000,
+                pages: 5,
+                offset: 0
+            }]
+        );
+        let total: u64 = runs.iter().map(|r| r.pages).sum();
+        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn vdso_names() {
+        assert!(is_vdso_name("[vdso]"));
+        assert!(is_vdso_name("[vvar]"));
+        assert!(is_vdso_name("[vvar_vclock]"));
+        assert!(!is_vdso_name("[vsyscall]"));
+        assert!(!is_vdso_name("/usr/lib/vdso.so"));
     }
 }

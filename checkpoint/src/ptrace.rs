@@ -96,10 +96,21 @@ impl Stop {
     }
 }
 
-fn raw(op: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result::Result<i64, Errno> {
+/// ptrace(2) with `addr` and `data` passed through as the kernel reads them.
+///
+/// # Safety
+/// For a request that reads or writes memory of the caller through `addr`
+/// or `data` (GETREGS, SETREGS, GETSIGINFO, SECCOMP_GET_FILTER, ...), that
+/// argument must be 0 or point to a live buffer of the size the request
+/// uses, which nothing else accesses during the call.
+unsafe fn raw(
+    op: libc::c_uint,
+    tid: i32,
+    addr: usize,
+    data: usize,
+) -> std::result::Result<i64, Errno> {
     Errno::clear();
-    // SAFETY: every request below passes either integers or pointers to live,
-    // correctly sized buffers owned by the caller.
+    // SAFETY: the caller guarantees `addr`/`data` as the request needs them.
     let r = unsafe {
         libc::ptrace(
             op,
@@ -117,43 +128,56 @@ fn raw(op: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result::Res
     Ok(r)
 }
 
-fn req(op_name: &'static str, op: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<i64> {
-    raw(op, tid, addr, data).map_err(|errno| Error::Ptrace {
+/// [`raw`] with the error naming the request and the tid.
+///
+/// # Safety
+/// As for [`raw`].
+unsafe fn req(
+    op_name: &'static str,
+    op: libc::c_uint,
+    tid: i32,
+    addr: usize,
+    data: usize,
+) -> Result<i64> {
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { raw(op, tid, addr, data) }.map_err(|errno| Error::Ptrace {
         op: op_name,
         tid,
         errno,
     })
 }
 
+/// A request whose `addr` and `data` are plain integers (no memory of ours).
+fn req_int(
+    op_name: &'static str,
+    op: libc::c_uint,
+    tid: i32,
+    addr: usize,
+    data: usize,
+) -> Result<i64> {
+    // SAFETY: the kernel reads or writes no memory of the caller for these
+    // requests (SEIZE, INTERRUPT, CONT, SYSCALL, DETACH, SETOPTIONS).
+    unsafe { req(op_name, op, tid, addr, data) }
+}
+
 pub fn seize(tid: i32, options: u32) -> Result<()> {
-    req("SEIZE", libc::PTRACE_SEIZE, tid, 0, options as usize).map(drop)
+    req_int("SEIZE", libc::PTRACE_SEIZE, tid, 0, options as usize).map(drop)
 }
 
 pub fn interrupt(tid: i32) -> Result<()> {
-    req("INTERRUPT", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
+    req_int("INTERRUPT", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
 
 pub fn cont(tid: i32, sig: i32) -> Result<()> {
-    req("CONT", libc::PTRACE_CONT, tid, 0, sig as usize).map(drop)
+    req_int("CONT", libc::PTRACE_CONT, tid, 0, sig as usize).map(drop)
 }
 
 pub fn cont_syscall(tid: i32, sig: i32) -> Result<()> {
-    req("SYSCALL", libc::PTRACE_SYSCALL, tid, 0, sig as usize).map(drop)
+    req_int("SYSCALL", libc::PTRACE_SYSCALL, tid, 0, sig as usize).map(drop)
 }
 
 pub fn detach(tid: i32, sig: i32) -> Result<()> {
-    req("DETACH", libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop)
-}
-
-pub fn set_options(tid: i32, options: u32) -> Result<()> {
-    req(
-        "SETOPTIONS",
-        libc::PTRACE_SETOPTIONS,
-        tid,
-        0,
-        options as usize,
-    )
-    .map(drop)
+    req_int("DETACH", libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop)
 }
 
 /// Waits for a state change of exactly `tid` (never -1: waiting on any child
@@ -212,24 +236,32 @@ fn decode(status: libc::c_int) -> Stop {
 
 pub fn get_regs(tid: i32) -> Result<Regs> {
     let mut regs = Regs::default();
-    req(
-        "GETREGS",
-        libc::PTRACE_GETREGS,
-        tid,
-        0,
-        &mut regs as *mut Regs as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "GETREGS",
+            libc::PTRACE_GETREGS,
+            tid,
+            0,
+            &mut regs as *mut Regs as usize,
+        )
+    }?;
     Ok(regs)
 }
 
 pub fn set_regs(tid: i32, regs: &Regs) -> Result<()> {
-    req(
-        "SETREGS",
-        libc::PTRACE_SETREGS,
-        tid,
-        0,
-        regs as *const Regs as usize,
-    )
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "SETREGS",
+            libc::PTRACE_SETREGS,
+            tid,
+            0,
+            regs as *const Regs as usize,
+        )
+    }
     .map(drop)
 }
 
@@ -240,13 +272,17 @@ pub fn get_xstate(tid: i32) -> Result<Vec<u8>> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    req(
-        "GETREGSET(NT_X86_XSTATE)",
-        libc::PTRACE_GETREGSET,
-        tid,
-        NT_X86_XSTATE,
-        &mut iov as *mut libc::iovec as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "GETREGSET(NT_X86_XSTATE)",
+            libc::PTRACE_GETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec as usize,
+        )
+    }?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
@@ -256,60 +292,80 @@ pub fn set_xstate(tid: i32, xstate: &[u8]) -> Result<()> {
         iov_base: xstate.as_ptr() as *mut libc::c_void,
         iov_len: xstate.len(),
     };
-    req(
-        "SETREGSET(NT_X86_XSTATE)",
-        libc::PTRACE_SETREGSET,
-        tid,
-        NT_X86_XSTATE,
-        &mut iov as *mut libc::iovec as usize,
-    )
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "SETREGSET(NT_X86_XSTATE)",
+            libc::PTRACE_SETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut libc::iovec as usize,
+        )
+    }
     .map(drop)
 }
 
 pub fn get_sigmask(tid: i32) -> Result<u64> {
     let mut mask = 0u64;
-    req(
-        "GETSIGMASK",
-        libc::PTRACE_GETSIGMASK,
-        tid,
-        8,
-        &mut mask as *mut u64 as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "GETSIGMASK",
+            libc::PTRACE_GETSIGMASK,
+            tid,
+            8,
+            &mut mask as *mut u64 as usize,
+        )
+    }?;
     Ok(mask)
 }
 
 pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
-    req(
-        "SETSIGMASK",
-        libc::PTRACE_SETSIGMASK,
-        tid,
-        8,
-        &mask as *const u64 as usize,
-    )
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "SETSIGMASK",
+            libc::PTRACE_SETSIGMASK,
+            tid,
+            8,
+            &mask as *const u64 as usize,
+        )
+    }
     .map(drop)
 }
 
 pub fn get_rseq(tid: i32) -> Result<RseqConfig> {
     let mut conf = RseqConfig::default();
-    req(
-        "GET_RSEQ_CONFIGURATION",
-        PTRACE_GET_RSEQ_CONFIGURATION,
-        tid,
-        std::mem::size_of::<RseqConfig>(),
-        &mut conf as *mut RseqConfig as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "GET_RSEQ_CONFIGURATION",
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid,
+            std::mem::size_of::<RseqConfig>(),
+            &mut conf as *mut RseqConfig as usize,
+        )
+    }?;
     Ok(conf)
 }
 
 pub fn get_event_msg(tid: i32) -> Result<u64> {
     let mut msg: libc::c_ulong = 0;
-    req(
-        "GETEVENTMSG",
-        libc::PTRACE_GETEVENTMSG,
-        tid,
-        0,
-        &mut msg as *mut libc::c_ulong as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "GETEVENTMSG",
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            0,
+            &mut msg as *mut libc::c_ulong as usize,
+        )
+    }?;
     Ok(msg as u64)
 }
 
@@ -330,13 +386,17 @@ pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<[u8; 128]>> {
             flags: if shared { 1 } else { 0 },
             nr: buf.len() as i32,
         };
-        let n = req(
-            "PEEKSIGINFO",
-            libc::PTRACE_PEEKSIGINFO,
-            tid,
-            &args as *const Args as usize,
-            buf.as_mut_ptr() as usize,
-        )? as usize;
+        let n = // SAFETY: the pointer argument is to a live local buffer of the size
+        // this request uses, not otherwise accessed during the call.
+        unsafe {
+            req(
+                "PEEKSIGINFO",
+                libc::PTRACE_PEEKSIGINFO,
+                tid,
+                &args as *const Args as usize,
+                buf.as_mut_ptr() as usize,
+            )
+        }? as usize;
         out.extend_from_slice(&buf[..n]);
         if n < buf.len() {
             return Ok(out);
@@ -348,7 +408,8 @@ pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<[u8; 128]>> {
 /// `struct sock_filter` bytes; None past the last one.
 pub fn seccomp_filter(tid: i32, index: usize) -> Result<Option<Vec<u8>>> {
     const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
-    let n = match raw(PTRACE_SECCOMP_GET_FILTER, tid, index, 0) {
+    // SAFETY: with data 0 the request only returns the filter's length.
+    let n = match unsafe { raw(PTRACE_SECCOMP_GET_FILTER, tid, index, 0) } {
         Ok(n) => n as usize,
         Err(Errno::ENOENT) => return Ok(None),
         Err(errno) => {
@@ -360,13 +421,17 @@ pub fn seccomp_filter(tid: i32, index: usize) -> Result<Option<Vec<u8>>> {
         }
     };
     let mut buf = vec![0u8; n * 8];
-    req(
-        "SECCOMP_GET_FILTER",
-        PTRACE_SECCOMP_GET_FILTER,
-        tid,
-        index,
-        buf.as_mut_ptr() as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "SECCOMP_GET_FILTER",
+            PTRACE_SECCOMP_GET_FILTER,
+            tid,
+            index,
+            buf.as_mut_ptr() as usize,
+        )
+    }?;
     Ok(Some(buf))
 }
 
@@ -374,13 +439,17 @@ pub fn seccomp_filter(tid: i32, index: usize) -> Result<Option<Vec<u8>>> {
 pub fn seccomp_flags(tid: i32, index: usize) -> Result<u64> {
     const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
     let mut md = [index as u64, 0u64];
-    req(
-        "SECCOMP_GET_METADATA",
-        PTRACE_SECCOMP_GET_METADATA,
-        tid,
-        16,
-        md.as_mut_ptr() as usize,
-    )?;
+    // SAFETY: the pointer argument is to a live local buffer of the size
+    // this request uses, not otherwise accessed during the call.
+    unsafe {
+        req(
+            "SECCOMP_GET_METADATA",
+            PTRACE_SECCOMP_GET_METADATA,
+            tid,
+            16,
+            md.as_mut_ptr() as usize,
+        )
+    }?;
     Ok(md[1])
 }
 

@@ -25,6 +25,7 @@ use crate::proc::{self, Status};
 use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
+use crate::terminal::ForegroundGroup;
 use crate::{signals, task, threads, timers};
 
 use crate::limits::TASK_END;
@@ -36,6 +37,10 @@ pub struct RestoreOptions {
     /// The stub's own fds 0-2 (the restorer's stdio) replace the image's
     /// external stdio (see `DumpOptions::external_stdio`).
     pub inherit_stdio: bool,
+    /// Once the tree runs, make the image's terminal foreground process
+    /// group ([`crate::terminal`], if recorded) the foreground group of the
+    /// root's terminal again; failing that is a warning in the stats.
+    pub restore_terminal: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +53,10 @@ pub struct RestoreStats {
     pub verify_us: u64,
     pub memory_us: u64,
     pub total_us: u64,
+    /// What could not be restored without failing the restore (the tree
+    /// runs): for the caller to show.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 struct Loaded<'a> {
@@ -91,6 +100,11 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
             pages,
         });
     }
+    let terminal = if opts.restore_terminal {
+        crate::terminal::read(&reader)?
+    } else {
+        None
+    };
     let verify_us = t0.elapsed().as_micros() as u64;
     check_paths(stub_pid, &loaded)?;
     let stub_ns_pid = Status::of_pid(stub_pid)?.ns_pid()?;
@@ -121,6 +135,11 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     std::thread::spawn(move || drop(pages));
     match result {
         Ok(mut stats) => {
+            if opts.restore_terminal {
+                if let Some(w) = restore_foreground_group(terminal, stub_pid) {
+                    stats.warnings.push(w);
+                }
+            }
             stats.verify_us = verify_us;
             stats.total_us = t0.elapsed().as_micros() as u64;
             tracing::info!(pid = stub_pid, total_us = stats.total_us, "restored");
@@ -140,6 +159,18 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
             Err(e)
         }
     }
+}
+
+/// The terminal record of the image restored into the running root `pid`;
+/// a warning when that failed.
+fn restore_foreground_group(group: Option<ForegroundGroup>, pid: i32) -> Option<String> {
+    let group = group?;
+    crate::terminal::restore(pid, &group).err().map(|e| {
+        format!(
+            "the terminal's foreground process group {} was not restored: {e}",
+            group.foreground_pgrp
+        )
+    })
 }
 
 /// Every path the image names, looked up where restore will open it —
@@ -216,6 +247,45 @@ pub fn verify_image(dir: &Path, pages: bool) -> Result<()> {
     Ok(())
 }
 
+/// Where the restore keeps fds while it works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FdLayout {
+    /// The stub's stdio (when it is to be the restored tree's) moved to
+    /// fds `base..base + 3`, above every fd number of the image, until the
+    /// files are restored.
+    held_stdio: Option<i32>,
+    /// Objects shared by several fds (pipes, socket pairs, shared memory)
+    /// wait on spare fds from here: above the image's fds and the held
+    /// stdio, low enough for the stub's RLIMIT_NOFILE (a container's is
+    /// often 1024).
+    spare_min: u64,
+}
+
+fn fd_layout(highest_image_fd: Option<i32>, inherit_stdio: bool) -> FdLayout {
+    let highest = highest_image_fd.unwrap_or(2).max(2);
+    FdLayout {
+        held_stdio: inherit_stdio.then_some(highest + 1),
+        spare_min: highest as u64 + 4,
+    }
+}
+
+/// Which processes call setpgid and to which group, in order: group
+/// leaders first, then members (a member's group must exist). Session
+/// leaders and processes without a recorded group are left alone.
+/// `tree` holds (pid, pgid, sid) in tree order.
+fn setpgid_calls(tree: &[(i32, i32, i32)]) -> Vec<(i32, i32)> {
+    let mut calls = Vec::new();
+    for leaders_pass in [true, false] {
+        for &(pid, pgid, sid) in tree {
+            if pgid == 0 || (pgid == pid) != leaders_pass || sid == pid {
+                continue;
+            }
+            calls.push((pid, pgid));
+        }
+    }
+    calls
+}
+
 /// Tracee threads of the restore; all detached on drop.
 struct Attached(Vec<i32>);
 
@@ -227,6 +297,40 @@ impl Drop for Attached {
     }
 }
 
+/// The tree being rebuilt: every process's injector, in tree order.
+struct Tree<'a> {
+    loaded: &'a [Loaded<'a>],
+    order: &'a [usize],
+    live: HashMap<i32, Live>,
+    /// The gadget/scratch page, at the same address in every process.
+    page: u64,
+    gadget: Gadget,
+}
+
+impl<'a> Tree<'a> {
+    /// Runs `f` for every process, parents before children.
+    fn each(&mut self, mut f: impl FnMut(&'a Loaded<'a>, &mut Live) -> Result<()>) -> Result<()> {
+        for &i in self.order {
+            let l = &self.loaded[i];
+            let me = self
+                .live
+                .get_mut(&l.entry.pid)
+                .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+            f(l, me)?;
+        }
+        Ok(())
+    }
+
+    fn scratch(&self, host: i32) -> Result<Scratch> {
+        Ok(Scratch {
+            addr: self.page,
+            size: GADGET_OFF,
+            mem: Mem::open(host)?,
+        })
+    }
+}
+
+/// The passes of a restore, in the order of docs/architecture.md.
 fn restore_tree(
     cpu: Option<usize>,
     stub: i32,
@@ -243,9 +347,53 @@ fn restore_tree(
         pages_restored: loaded.iter().map(|l| l.img.memory.pages_total).sum(),
         ..Default::default()
     };
+    let stub_affinity = seize_stub(cpu, stub, root.entry.pid, attached)?;
+    let highest_fd = loaded
+        .iter()
+        .flat_map(|l| l.img.files.fds.iter().map(|f| f.fd))
+        .max();
+    let layout = fd_layout(highest_fd, inherit_stdio);
+    let (inj, page) = strip_stub(stub, root.entry.pid, loaded, layout)?;
+    let mut tree = Tree {
+        loaded,
+        order,
+        live: HashMap::new(),
+        page,
+        gadget: Gadget::SyscallTrap(page + GADGET_OFF),
+    };
+    let scratch = tree.scratch(stub)?;
+    tree.live.insert(
+        root.entry.pid,
+        Live {
+            host_pid: stub,
+            inj,
+            scratch,
+        },
+    );
+    fork_tree(&mut tree, attached)?;
+    let t_mem = Instant::now();
+    let shm = restore_memory(&mut tree, vdso, layout.spare_min)?;
+    stats.memory_us = t_mem.elapsed().as_micros() as u64;
+    restore_files(&mut tree, layout, shm)?;
+    restore_task_state(&mut tree)?;
+    restore_process_groups(&mut tree)?;
+    stats.clamped_rlimits = restore_threads_and_creds(&mut tree, attached)?;
+    release_tree(tree, attached, stub_affinity)?;
+    Ok(stats)
+}
+
+/// Seizes the single-threaded stub with the options every task it forks or
+/// clones inherits, pinned to our CPU; returns the stub's own affinity,
+/// which every restored task gets back at the end.
+fn seize_stub(
+    cpu: Option<usize>,
+    stub: i32,
+    root_pid: i32,
+    attached: &mut Attached,
+) -> Result<Option<libc::cpu_set_t>> {
     if proc::tasks(stub)?.len() != 1 {
         return Err(Error::restore(
-            root.entry.pid,
+            root_pid,
             format!("stub {stub} is not single-threaded"),
         ));
     }
@@ -259,7 +407,7 @@ fn restore_tree(
     ptrace::seize(stub, opts)?;
     attached.0.push(stub);
     // Pin the stub (and so every task it forks or clones) to our CPU while
-    // injecting; everything gets the stub's affinity back at the end.
+    // injecting.
     let stub_affinity = crate::boost::get_affinity(stub);
     if let Some(c) = cpu {
         crate::boost::set_affinity(stub, &crate::boost::one_cpu(c));
@@ -269,10 +417,20 @@ fn restore_tree(
     unsafe { libc::kill(stub, libc::SIGCONT) };
     ptrace::interrupt(stub)?;
     if let Stop::Exited(_) | Stop::Killed(_) = ptrace::wait(stub)? {
-        return Err(Error::restore(root.entry.pid, "stub exited"));
+        return Err(Error::restore(root_pid, "stub exited"));
     }
+    Ok(stub_affinity)
+}
 
-    // Gadget + scratch page at an address free in the stub and in every image.
+/// Leaves the stub bare: a gadget + scratch page at an address free in the
+/// stub and in every image, no rseq, no fds but the held stdio, no other
+/// mapping. Returns its injector (running on the page's gadget) and the page.
+fn strip_stub(
+    stub: i32,
+    root_pid: i32,
+    loaded: &[Loaded],
+    layout: FdLayout,
+) -> Result<(Injector, u64)> {
     let stub_maps = proc::parse_maps(stub)?;
     let insn = memory::vdso_syscall_insn(stub, &stub_maps)?;
     let mut inj = Injector::new(stub, Gadget::Syscall(insn))?;
@@ -291,8 +449,7 @@ fn restore_tree(
         ],
     )?;
     Mem::open(stub)?.write(g + GADGET_OFF, &GADGET_BYTES)?;
-    let gadget = Gadget::SyscallTrap(g + GADGET_OFF);
-    inj.set_gadget(gadget);
+    inj.set_gadget(Gadget::SyscallTrap(g + GADGET_OFF));
     // The kernel writes to a registered rseq area on every return to user:
     // drop the stub's before its memory goes.
     let rseq = ptrace::get_rseq(stub)?;
@@ -308,49 +465,31 @@ fn restore_tree(
             ],
         )?;
     }
-    // The stub's stdio, when it is to be the restored tree's, is kept above
-    // every fd number of the image until the files are restored.
-    let highest_fd = loaded
-        .iter()
-        .flat_map(|l| l.img.files.fds.iter().map(|f| f.fd))
-        .max()
-        .unwrap_or(2)
-        .max(2);
-    // Objects shared by several fds (pipes, socket pairs, shared memory)
-    // wait on spare fds above the image's fds and the held stdio, low enough
-    // for the stub's RLIMIT_NOFILE (a container's is often 1024).
-    let spare_min = highest_fd as u64 + 4;
-    let held_stdio = if inherit_stdio {
-        let base = highest_fd + 1;
+    if let Some(base) = layout.held_stdio {
+        let base = base as u64;
         for n in 0..3u64 {
             // dup3 replaces whatever the stub had there: all its other fds go.
-            let got = inj.syscall("dup3(stdio)", libc::SYS_dup3, &[n, base as u64 + n, 0])?;
-            if got != base as u64 + n {
+            let got = inj.syscall("dup3(stdio)", libc::SYS_dup3, &[n, base + n, 0])?;
+            if got != base + n {
                 return Err(Error::restore(
-                    root.entry.pid,
-                    format!("could not keep stub stdio {n} at fd {}", base as u64 + n),
+                    root_pid,
+                    format!("could not keep stub stdio {n} at fd {}", base + n),
                 ));
             }
         }
+        inj.syscall("close_range", libc::SYS_close_range, &[0, base - 1, 0])?;
         inj.syscall(
             "close_range",
             libc::SYS_close_range,
-            &[0, base as u64 - 1, 0],
+            &[base + 3, u32::MAX as u64, 0],
         )?;
-        inj.syscall(
-            "close_range",
-            libc::SYS_close_range,
-            &[base as u64 + 3, u32::MAX as u64, 0],
-        )?;
-        Some(base)
     } else {
         inj.syscall(
             "close_range",
             libc::SYS_close_range,
             &[0, u32::MAX as u64, 0],
         )?;
-        None
-    };
+    }
     inj.syscall("munmap(below)", libc::SYS_munmap, &[0, g])?;
     let above = g + SCRATCH_LEN;
     inj.syscall(
@@ -358,25 +497,17 @@ fn restore_tree(
         libc::SYS_munmap,
         &[above, TASK_END - above],
     )?;
+    Ok((inj, g))
+}
 
-    // Fork the tree from this bare state: children inherit only the gadget.
-    let mut live: HashMap<i32, Live> = HashMap::new();
-    let scratch = Scratch {
-        addr: g,
-        size: GADGET_OFF,
-        mem: Mem::open(stub)?,
-    };
-    live.insert(
-        root.entry.pid,
-        Live {
-            host_pid: stub,
-            inj,
-            scratch,
-        },
-    );
+/// Forks the tree from the bare stub (children inherit only the gadget
+/// page), each process with its old pid, sessions made on the way.
+fn fork_tree(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
+    let (loaded, order) = (tree.loaded, tree.order);
     for &i in order {
         let l = &loaded[i];
-        let me = live
+        let me = tree
+            .live
             .get_mut(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
         // Before forking children, which inherit the session. A stub that
@@ -387,13 +518,12 @@ fn restore_tree(
         {
             me.inj.syscall("setsid", libc::SYS_setsid, &[])?;
         }
-        let kids: Vec<&Loaded> = order
+        let mut born = Vec::new();
+        for k in order
             .iter()
             .map(|&k| &loaded[k])
             .filter(|k| k.entry.ppid == l.entry.pid)
-            .collect();
-        let mut born = Vec::new();
-        for k in kids {
+        {
             let host = clone_with_tid(
                 &mut me.inj,
                 &me.scratch,
@@ -406,13 +536,9 @@ fn restore_tree(
             born.push((k.entry.pid, host));
         }
         for (pid, host) in born {
-            let inj = Injector::new(host, gadget)?;
-            let scratch = Scratch {
-                addr: g,
-                size: GADGET_OFF,
-                mem: Mem::open(host)?,
-            };
-            live.insert(
+            let inj = Injector::new(host, tree.gadget)?;
+            let scratch = tree.scratch(host)?;
+            tree.live.insert(
                 pid,
                 Live {
                     host_pid: host,
@@ -422,15 +548,18 @@ fn restore_tree(
             );
         }
     }
+    Ok(())
+}
 
-    // Memory of every process.
-    let t_mem = Instant::now();
+/// VMAs, vDSO, advice, pages and mm fields of every process; returns the
+/// shared-memory objects still open on spare fds.
+fn restore_memory(
+    tree: &mut Tree,
+    vdso: Option<&VdsoFingerprint>,
+    spare_min: u64,
+) -> Result<memory::ShmTable> {
     let mut shm = memory::ShmTable::new(spare_min);
-    for &i in order {
-        let l = &loaded[i];
-        let me = live
-            .get_mut(&l.entry.pid)
-            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+    tree.each(|l, me| {
         memory::restore_vmas(
             &mut me.inj,
             &me.scratch,
@@ -450,22 +579,23 @@ fn restore_tree(
             l.pages.as_slice(),
             &l.entry.pages.name,
         )?;
-        memory::restore_mm(&mut me.inj, &me.scratch, l.entry.pid, &l.img.memory.mm)?;
-    }
-    stats.memory_us = t_mem.elapsed().as_micros() as u64;
+        memory::restore_mm(&mut me.inj, &me.scratch, l.entry.pid, &l.img.memory.mm)
+    })?;
+    Ok(shm)
+}
 
-    // Files: a table across the tree so shared descriptions stay shared.
+/// Files of every process, through one table across the tree so that
+/// shared open file descriptions stay shared; then the spare fds (and the
+/// held stdio) are closed everywhere.
+fn restore_files(tree: &mut Tree, layout: FdLayout, shm: memory::ShmTable) -> Result<()> {
+    let loaded = tree.loaded;
     let pipe_images = loaded
         .iter()
         .flat_map(|l| l.img.files.pipes.iter())
         .collect();
-    let mut table = FileTable::new(pipe_images, spare_min);
-    table.stdio = held_stdio;
-    for &i in order {
-        let l = &loaded[i];
-        let me = live
-            .get_mut(&l.entry.pid)
-            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+    let mut table = FileTable::new(pipe_images, layout.spare_min);
+    table.stdio = layout.held_stdio;
+    tree.each(|l, me| {
         table.restore(
             &mut me.inj,
             &me.scratch,
@@ -473,12 +603,12 @@ fn restore_tree(
             me.host_pid,
             &l.img.files,
             &shm,
-        )?;
-    }
+        )
+    })?;
     let mut spares = table.pipes.spares();
     // Every process was forked with the held stdio: close it everywhere.
-    if let Some(base) = held_stdio {
-        for (&pid, _) in live.iter() {
+    if let Some(base) = layout.held_stdio {
+        for &pid in tree.live.keys() {
             for n in 0..3 {
                 spares.push((pid, base as u64 + n));
             }
@@ -487,16 +617,17 @@ fn restore_tree(
     spares.extend(table.pairs.finish()?);
     spares.extend(shm.spares());
     for (pid, fd) in spares {
-        if let Some(me) = live.get_mut(&pid) {
+        if let Some(me) = tree.live.get_mut(&pid) {
             me.inj.syscall("close", libc::SYS_close, &[fd])?;
         }
     }
+    Ok(())
+}
 
-    for &i in order {
-        let l = &loaded[i];
-        let me = live
-            .get_mut(&l.entry.pid)
-            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
+/// cwd, umask, personality and the like; signal handlers and pending
+/// signals; timers.
+fn restore_task_state(tree: &mut Tree) -> Result<()> {
+    tree.each(|l, me| {
         task::restore_inside(
             &mut me.inj,
             &me.scratch,
@@ -505,30 +636,38 @@ fn restore_tree(
             &l.img.task,
         )?;
         signals::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.signals)?;
-        timers::restore(&mut me.inj, &me.scratch, &l.img.timers)?;
-    }
-    // Process groups: leaders first, then members (all in their sessions now).
-    for leaders_pass in [true, false] {
-        for &i in order {
-            let e = loaded[i].entry;
-            if e.pgid == 0 || (e.pgid == e.pid) != leaders_pass || e.sid == e.pid {
-                continue;
-            }
-            let me = live
-                .get_mut(&e.pid)
-                .ok_or_else(|| Error::restore(e.pid, "not created"))?;
-            me.inj
-                .syscall("setpgid", libc::SYS_setpgid, &[0, e.pgid as u64])?;
-        }
-    }
+        timers::restore(&mut me.inj, &me.scratch, &l.img.timers)
+    })
+}
 
-    // Threads and per-thread state, rlimits, creds; final registers.
-    for &i in order {
-        let l = &loaded[i];
+/// Process groups, once every process is in its session.
+fn restore_process_groups(tree: &mut Tree) -> Result<()> {
+    let ids: Vec<(i32, i32, i32)> = tree
+        .order
+        .iter()
+        .map(|&i| {
+            let e = tree.loaded[i].entry;
+            (e.pid, e.pgid, e.sid)
+        })
+        .collect();
+    for (pid, pgid) in setpgid_calls(&ids) {
+        let me = tree
+            .live
+            .get_mut(&pid)
+            .ok_or_else(|| Error::restore(pid, "not created"))?;
+        me.inj
+            .syscall("setpgid", libc::SYS_setpgid, &[0, pgid as u64])?;
+    }
+    Ok(())
+}
+
+/// Threads (clone3 with set_tid) and per-thread state, seccomp, rlimits,
+/// POSIX timers, creds. Returns the rlimits that had to be clamped.
+fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result<Vec<Rlimit>> {
+    let gadget = tree.gadget;
+    let mut clamped = Vec::new();
+    tree.each(|l, me| {
         let img = &l.img;
-        let me = live
-            .get_mut(&l.entry.pid)
-            .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
         let leader = img
             .threads
             .first()
@@ -543,12 +682,10 @@ fn restore_tree(
         // Seccomp now that every thread exists (TSYNC), suspended for our
         // injections until detach; before creds, which may drop the
         // privilege it needs.
-        if !l.img.seccomp.filters.is_empty() {
-            crate::seccomp::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.seccomp)?;
+        if !img.seccomp.filters.is_empty() {
+            crate::seccomp::restore(&mut me.inj, &me.scratch, l.entry.pid, &img.seccomp)?;
         }
-        stats
-            .clamped_rlimits
-            .extend(task::restore_rlimits(me.host_pid, &img.task)?);
+        clamped.extend(task::restore_rlimits(me.host_pid, &img.task)?);
         timers::restore_posix(&mut me.inj, &me.scratch, &img.timers.posix)?;
         threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
         // Threads start with the stub's credentials: nothing to do when the
@@ -566,39 +703,53 @@ fn restore_tree(
             t_inj.forget();
             threads::set_final_state(host, t)?;
         }
-    }
-    let hosts: HashMap<i32, i32> = live.iter().map(|(&ns, l)| (ns, l.host_pid)).collect();
-    // The gadget page unmaps itself: munmap runs from it with syscall stops,
-    // and at the exit stop each leader gets its own registers.
-    for &i in order {
-        let l = &loaded[i];
-        let mut me = live
+        Ok(())
+    })?;
+    Ok(clamped)
+}
+
+/// The gadget page unmaps itself (munmap runs from it with syscall stops,
+/// and at the exit stop each leader gets its own registers); processes
+/// job-control stopped at dump get a SIGSTOP while still held; every
+/// thread gets the stub's affinity back and is detached: they run.
+fn release_tree(
+    mut tree: Tree,
+    attached: &mut Attached,
+    stub_affinity: Option<libc::cpu_set_t>,
+) -> Result<()> {
+    let hosts: HashMap<i32, i32> = tree.live.iter().map(|(&ns, l)| (ns, l.host_pid)).collect();
+    for &i in tree.order {
+        let l = &tree.loaded[i];
+        let mut me = tree
+            .live
             .remove(&l.entry.pid)
             .ok_or_else(|| Error::restore(l.entry.pid, "not created"))?;
-        me.inj.set_gadget(Gadget::Syscall(g + GADGET_OFF));
-        me.inj
-            .syscall("munmap(gadget)", libc::SYS_munmap, &[g, SCRATCH_LEN])?;
+        me.inj.set_gadget(Gadget::Syscall(tree.page + GADGET_OFF));
+        me.inj.syscall(
+            "munmap(gadget)",
+            libc::SYS_munmap,
+            &[tree.page, SCRATCH_LEN],
+        )?;
         me.inj.forget();
         threads::set_final_state(me.host_pid, &l.img.threads[0])?;
     }
     // Job-control stopped at dump: a SIGSTOP queued while still held stops
     // them before their first instruction.
-    for &i in order {
-        if loaded[i].img.task.stopped {
-            if let Some(host) = hosts.get(&loaded[i].entry.pid) {
+    for &i in tree.order {
+        if tree.loaded[i].img.task.stopped {
+            if let Some(host) = hosts.get(&tree.loaded[i].entry.pid) {
                 // SAFETY: kill(2) of a process we restored.
                 unsafe { libc::kill(*host, libc::SIGSTOP) };
             }
         }
     }
-    // Detach every thread: they run from here.
     for t in std::mem::take(&mut attached.0) {
         if let Some(a) = &stub_affinity {
             crate::boost::set_affinity(t, a);
         }
         ptrace::detach(t, 0)?;
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// A page for the gadget/scratch that neither the stub nor any image uses
@@ -635,6 +786,26 @@ fn pick_gadget_addr(stub_maps: &[proc::MapsEntry], images: &[&MemoryImage]) -> R
     ))
 }
 
+/// struct clone_args (flags, pidfd, child_tid, parent_tid, exit_signal,
+/// stack, stack_size, tls, set_tid, set_tid_size, cgroup) for a thread of
+/// the calling process or a fork-like child, with one pid to take, read
+/// from `set_tid` in the tracee.
+fn clone_args(thread: bool, exit_signal: i32, set_tid: u64) -> [u64; 11] {
+    let flags = if thread {
+        (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64
+    } else {
+        0
+    };
+    // A thread has no exit signal of its own.
+    let exit_signal = if thread { 0 } else { exit_signal as u64 };
+    [flags, 0, 0, 0, exit_signal, 0, 0, 0, set_tid, 1, 0]
+}
+
 /// clone3 with set_tid = `tid`, injected: a thread of the injected process
 /// (`thread`) or a child process (fork-like, `exit_signal`). Returns the new
 /// task's host tid, stopped (auto-attached by TRACECLONE/TRACEFORK).
@@ -646,21 +817,11 @@ fn clone_with_tid(
     thread: bool,
     exit_signal: i32,
 ) -> Result<i32> {
-    let flags = if thread {
-        (libc::CLONE_VM
-            | libc::CLONE_FS
-            | libc::CLONE_FILES
-            | libc::CLONE_SIGHAND
-            | libc::CLONE_THREAD
-            | libc::CLONE_SYSVSEM) as u64
-    } else {
-        0
-    };
     let set_tid = scratch.put(384, &tid.to_ne_bytes())?;
-    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
-    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-    let args: [u64; 11] = [flags, 0, 0, 0, exit_signal as u64, 0, 0, 0, set_tid, 1, 0];
-    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let bytes: Vec<u8> = clone_args(thread, exit_signal, set_tid)
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
     let a = scratch.put(256, &bytes)?;
     let deadline = Instant::now() + PID_FREE_WAIT;
     inj.last_new_tid = None;
@@ -703,4 +864,119 @@ fn clone_with_tid(
         }
     }
     Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::MapsEntry;
+
+    #[test]
+    fn fd_layout_keeps_stdio_and_spares_above_the_image() {
+        assert_eq!(
+            fd_layout(Some(10), true),
+            FdLayout {
+                held_stdio: Some(11),
+                spare_min: 14
+            }
+        );
+        assert_eq!(
+            fd_layout(Some(10), false),
+            FdLayout {
+                held_stdio: None,
+                spare_min: 14
+            }
+        );
+        // No fds, or only stdio: above fd 2 all the same.
+        assert_eq!(fd_layout(None, true).held_stdio, Some(3));
+        assert_eq!(fd_layout(Some(0), true).spare_min, 6);
+        // The held stdio never overlaps the spares.
+        let l = fd_layout(Some(1000), true);
+        assert!(l.held_stdio.unwrap() as u64 + 3 <= l.spare_min);
+    }
+
+    #[test]
+    fn setpgid_leaders_before_members_sessions_skipped() {
+        // (pid, pgid, sid): 1 leads its session; 5 leads group 5 with 6 in
+        // it; 7 joins 5's group; 8 has no recorded group.
+        let tree = [(1, 1, 1), (6, 5, 1), (5, 5, 1), (7, 5, 1), (8, 0, 1)];
+        assert_eq!(setpgid_calls(&tree), [(5, 5), (6, 5), (7, 5)]);
+    }
+
+    #[test]
+    fn clone_args_for_a_thread_and_a_process() {
+        let t = clone_args(true, libc::SIGCHLD, 0x1000);
+        assert_ne!(t[0] & libc::CLONE_THREAD as u64, 0);
+        assert_eq!(t[4], 0, "threads have no exit signal");
+        assert_eq!((t[8], t[9]), (0x1000, 1));
+        let p = clone_args(false, libc::SIGCHLD, 0x2000);
+        assert_eq!(p[0], 0);
+        assert_eq!(p[4], libc::SIGCHLD as u64);
+        assert_eq!((p[8], p[9]), (0x2000, 1));
+    }
+
+    fn maps(ranges: &[(u64, u64)]) -> Vec<MapsEntry> {
+        ranges
+            .iter()
+            .map(|&(start, end)| MapsEntry {
+                start,
+                end,
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+                offset: 0,
+                dev: "00:00".into(),
+                inode: 0,
+                path: String::new(),
+            })
+            .collect()
+    }
+
+    fn image(vmas: Vec<crate::memory::Vma>) -> MemoryImage {
+        MemoryImage {
+            vmas,
+            mm: Default::default(),
+            vdso: None,
+            runs: Vec::new(),
+            pages_total: 0,
+        }
+    }
+
+    fn stack(start: u64, end: u64) -> crate::memory::Vma {
+        crate::memory::Vma {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            growsdown: true,
+            name: "[stack]".into(),
+            kind: crate::memory::VmaKind::Anon,
+            shm_inode: None,
+            shm_size: 0,
+            madvise: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gadget_page_avoids_stub_and_image_mappings() {
+        let stub = maps(&[(0x10000, 0x30000)]);
+        let img = image(Vec::new());
+        assert_eq!(pick_gadget_addr(&stub, &[&img]).unwrap(), 0x30000);
+    }
+
+    #[test]
+    fn gadget_page_keeps_off_a_stack_guard_gap() {
+        let img = image(vec![stack(0x200000, 0x210000)]);
+        // Everything from 0x10000 up to the stack is within its 1 MiB gap
+        // (0x100000..0x200000) or free below it.
+        let a = pick_gadget_addr(&maps(&[(0x10000, 0x100000)]), &[&img]).unwrap();
+        assert_eq!(a, 0x210000);
+    }
+
+    #[test]
+    fn no_gadget_page_below_4_gib_is_an_error() {
+        let stub = maps(&[(0, 0x1_0000_0000)]);
+        assert!(pick_gadget_addr(&stub, &[]).is_err());
+    }
 }

@@ -311,7 +311,7 @@ fn process_tree_with_pipes_in_flight_continues() {
     );
     assert_eq!(ds.processes, 3);
     assert_eq!(rs.processes, 3);
-    let tree = godwit_checkpoint::proc::tree(c.pid).unwrap();
+    let tree = godwit_checkpoint::host::tree(c.pid).unwrap();
     assert_eq!(tree.len(), 3, "restored tree {tree:?}");
 }
 
@@ -517,7 +517,7 @@ fn dump_with_the_cgroup_frozen_v1_and_v2() {
         std::fs::create_dir(&cg.0).unwrap();
         let mut w = spawn_in_ns(&workload("pipetree"), &[out.to_str().unwrap()], tmp.path());
         wait_for(&out, "lines", T, |l| l.len() >= 5);
-        let pids = godwit_checkpoint::proc::tree(w.pid).unwrap();
+        let pids = godwit_checkpoint::host::tree(w.pid).unwrap();
         for p in &pids {
             std::fs::write(cg.0.join("cgroup.procs"), p.to_string()).unwrap();
         }

@@ -30,7 +30,7 @@ fn restore_into_a_stub_limited_to_1024_files() {
         let mut w = spawn_in_ns(&workload(prog), &[out.to_str().unwrap()], tmp.path());
         wait_for(&out, "lines", T, |l| l.len() >= 10);
         let img = tmp.path().join("img");
-        let pids = godwit_checkpoint::proc::tree(w.pid).unwrap();
+        let pids = godwit_checkpoint::host::tree(w.pid).unwrap();
         dump(&pids, &img, &DumpOptions::default()).expect("dump");
         w.wait_gone();
         let n = lines(&out).len();

@@ -1,5 +1,5 @@
 //! The self-contained checkpoint archive of `checkpoint --export FILE` and
-//! `restore --import FILE` (layout in ../shared/design/CHECKPOINT.md): one tar,
+//! `restore --import FILE` (layout in docs/image-format.md): one tar,
 //! optionally zstd-compressed, holding
 //!
 //! ```text

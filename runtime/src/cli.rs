@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "godwit",
     version,
+    args_override_self = true,
     about = "godwit: an OCI container runtime with its own checkpoint/restore"
 )]
 pub struct Cli {
@@ -37,11 +38,13 @@ pub struct GlobalOpts {
     /// Manage cgroups through systemd (only where systemd is PID 1).
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Path to a CRIU binary: accepted for runc compatibility; godwit never runs CRIU.
-    #[arg(long, hide = true)]
+    /// Path to a CRIU binary: accepted for runc compatibility and ignored
+    /// (godwit checkpoints with its own dumper, never CRIU).
+    #[arg(long)]
     pub criu: Option<String>,
-    /// Rootless mode (true, false, auto): accepted for runc compatibility.
-    #[arg(long, hide = true)]
+    /// Rootless mode (true, false, auto): accepted for runc compatibility and
+    /// ignored (rootless follows the spec's user namespace).
+    #[arg(long)]
     pub rootless: Option<String>,
 }
 
@@ -250,28 +253,40 @@ pub struct Checkpoint {
     /// Leave the processes running after the checkpoint.
     #[arg(long)]
     pub leave_running: bool,
+    /// Refused: incremental images (pre-dump parents) are not supported.
     #[arg(long)]
     pub parent_path: Option<PathBuf>,
+    /// Refused: established TCP connections are not carried (they come back closed).
     #[arg(long)]
     pub tcp_established: bool,
+    /// Refused: unix sockets connected outside the container are not supported.
     #[arg(long)]
     pub ext_unix_sk: bool,
+    /// Refused: the container's stdio is always recorded as external.
     #[arg(long)]
     pub shell_job: bool,
+    /// Refused: lazy (post-copy) pages are not supported.
     #[arg(long)]
     pub lazy_pages: bool,
+    /// Refused: no status fd is written (lazy pages are not supported).
     #[arg(long)]
     pub status_fd: Option<i32>,
+    /// Refused: no page server; use --export and copy the archive.
     #[arg(long)]
     pub page_server: Option<String>,
+    /// Refused: file locks are not dumped.
     #[arg(long)]
     pub file_locks: bool,
+    /// Refused: pre-dump (iterative migration) is not supported.
     #[arg(long)]
     pub pre_dump: bool,
+    /// Refused unless "soft" (the default): cgroups are always recreated from the spec.
     #[arg(long)]
     pub manage_cgroups_mode: Option<String>,
+    /// Refused: every namespace of the spec is made anew at restore.
     #[arg(long)]
     pub empty_ns: Vec<String>,
+    /// Refused: images are not deduplicated.
     #[arg(long)]
     pub auto_dedup: bool,
     pub container_id: String,
@@ -293,6 +308,7 @@ pub struct Restore {
     /// the --bundle's rootfs.
     #[arg(long, conflicts_with = "image_path")]
     pub import: Option<PathBuf>,
+    /// Directory for logs and work files (default: the image directory).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
     /// Bundle whose rootfs the restored container uses (default: the current
@@ -303,32 +319,46 @@ pub struct Restore {
     /// Return once the container runs again.
     #[arg(short, long)]
     pub detach: bool,
+    /// Write the restored init's pid (host's view) to this file.
     #[arg(long)]
     pub pid_file: Option<PathBuf>,
+    /// Unix socket on which to send the new pty master of a terminal container.
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
+    /// Refused: established TCP connections are not carried (they come back closed).
     #[arg(long)]
     pub tcp_established: bool,
+    /// Refused: unix sockets connected outside the container are not supported.
     #[arg(long)]
     pub ext_unix_sk: bool,
+    /// Refused: the container's stdio is always reconnected to ours.
     #[arg(long)]
     pub shell_job: bool,
+    /// Refused: file locks are not restored.
     #[arg(long)]
     pub file_locks: bool,
+    /// Refused unless "soft" (the default): cgroups are always recreated from the spec.
     #[arg(long)]
     pub manage_cgroups_mode: Option<String>,
+    /// Do not become a subreaper (only with --detach).
     #[arg(long)]
     pub no_subreaper: bool,
+    /// Do not use pivot_root to enter the rootfs.
     #[arg(long)]
     pub no_pivot: bool,
+    /// Refused: every namespace of the spec is made anew.
     #[arg(long)]
     pub empty_ns: Vec<String>,
+    /// Refused: images are not deduplicated.
     #[arg(long)]
     pub auto_dedup: bool,
+    /// Refused: lazy (post-copy) pages are not supported.
     #[arg(long)]
     pub lazy_pages: bool,
+    /// Refused: the spec's LSM profile is used.
     #[arg(long)]
     pub lsm_profile: Option<String>,
+    /// Refused: the spec's mount label is used.
     #[arg(long)]
     pub lsm_mount_context: Option<String>,
     pub container_id: String,
@@ -360,8 +390,8 @@ pub struct CreateOpts {
     /// Pass N extra fds (3 .. 3+N-1) to the container process.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: i32,
-    /// Notify socket (sd_notify); accepted for runc compatibility.
-    #[arg(long, hide = true)]
+    /// Refused: sd_notify forwarding is not supported.
+    #[arg(long)]
     pub notify_socket: Option<PathBuf>,
 }
 
@@ -511,24 +541,34 @@ pub struct Update {
     /// Kernel memory limit: refused (deprecated in runc, ignored by the kernel).
     #[arg(long)]
     pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit: refused (deprecated in runc).
     #[arg(long)]
     pub kernel_memory_tcp: Option<String>,
+    /// CPU shares (relative weight).
     #[arg(long)]
     pub cpu_shares: Option<u64>,
+    /// CPU CFS period in microseconds.
     #[arg(long)]
     pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds (-1: unlimited).
     #[arg(long)]
     pub cpu_quota: Option<i64>,
+    /// CPU realtime period in microseconds.
     #[arg(long)]
     pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
     #[arg(long)]
     pub cpu_rt_runtime: Option<i64>,
+    /// CPUs to use (e.g. 0-2,5).
     #[arg(long)]
     pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use (e.g. 0).
     #[arg(long)]
     pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
     #[arg(long)]
     pub pids_limit: Option<i64>,
+    /// Block IO weight (10-1000).
     #[arg(long)]
     pub blkio_weight: Option<u16>,
     /// L3 cache schema (Intel RDT): refused.

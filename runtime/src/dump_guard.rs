@@ -4,7 +4,7 @@
 //!
 //! The kernel detaches a dead tracer's tracees and lets them run on (the
 //! dumper keeps its injections out of the long page copy, so they run on their
-//! own registers; see checkpoint/DESIGN-CHANGES.md). What the kernel does not
+//! own registers; see docs/dumper.md). What the kernel does not
 //! undo is ours: the container's freezer state, the partial image directory
 //! and the partial archive. The guard waits on a pipe whose write end only
 //! the checkpoint process holds; end of file without the word "done" means

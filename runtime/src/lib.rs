@@ -7,6 +7,7 @@ pub mod cli;
 pub mod console;
 pub mod dump_guard;
 pub mod error;
+pub mod executor;
 pub mod logging;
 pub mod migrate;
 pub mod netns_state;

@@ -20,6 +20,9 @@ struct RuncLogLayer {
     out: Mutex<Box<dyn Write + Send>>,
     format: LogFormat,
     max_level: Level,
+    /// Only godwit's events and libcontainer's container-level ones (stderr
+    /// without --debug: libcontainer's own error lines repeat ours).
+    only_ours: bool,
 }
 
 #[derive(Default)]
@@ -47,6 +50,16 @@ impl Visit for Fields {
     }
 }
 
+impl RuncLogLayer {
+    fn wanted(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= self.max_level
+            && (!self.only_ours
+                || metadata.target().starts_with("godwit")
+                || (metadata.target().starts_with("libcontainer::container")
+                    && *metadata.level() == Level::WARN))
+    }
+}
+
 fn level_name(level: &Level) -> &'static str {
     match *level {
         Level::ERROR => "error",
@@ -59,11 +72,11 @@ fn level_name(level: &Level) -> &'static str {
 
 impl<S: Subscriber> Layer<S> for RuncLogLayer {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        *metadata.level() <= self.max_level
+        self.wanted(metadata)
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if *event.metadata().level() > self.max_level {
+        if !self.wanted(event.metadata()) {
             return;
         }
         let mut fields = Fields::default();
@@ -95,29 +108,31 @@ impl<S: Subscriber> Layer<S> for RuncLogLayer {
     }
 }
 
-/// Installs the global logger: to the `--log` file, or to stderr with `--debug`.
+/// Installs the global logger, as runc's logrus: to the `--log` file (info
+/// and up), or to stderr in the same format — godwit's own errors and
+/// warnings (and libcontainer's container-level warnings, e.g. a failed
+/// poststop hook; its error lines only repeat ours), everything with `--debug`.
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
-    let (out, format): (Box<dyn Write + Send>, LogFormat) = match log {
+    let (out, to_file): (Box<dyn Write + Send>, bool) = match log {
         Some(path) => (
             Box::new(OpenOptions::new().create(true).append(true).open(path)?),
-            format,
+            true,
         ),
-        None => (Box::new(std::io::stderr()), LogFormat::Text),
+        None => (Box::new(std::io::stderr()), false),
     };
-    // Without --log, main prints the error itself; only --debug adds lines.
     let max_level = if debug {
         Level::DEBUG
-    } else if log.is_some() {
+    } else if to_file {
         Level::INFO
     } else {
-        return Ok(());
+        Level::WARN
     };
     let layer = RuncLogLayer {
         out: Mutex::new(out),
         format,
         max_level,
+        only_ours: !debug && !to_file,
     };
-    // libcontainer logs a lot at debug; keep its noise out unless --debug.
     let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(())
 }

@@ -32,13 +32,27 @@ fn main() -> ExitCode {
         eprintln!("godwit: cannot open log file: {e}");
         return ExitCode::from(1);
     }
+    // runc: a failed exec (no such container, binary or pid-file directory)
+    // exits 255, which callers tell from the process's own status.
+    let failure = if matches!(cli.command, Command::Exec(_)) {
+        255
+    } else {
+        1
+    };
+    let logs_to_file = cli.global.log.is_some();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let msg = format!("{e:#}");
+            // As runc: the error goes through the logger — to stderr as a
+            // logrus line (`time=… level=error msg=…`, or JSON with
+            // --log-format json) — and, when the log is a file, also plainly
+            // to stderr.
             tracing::error!("{msg}");
-            eprintln!("godwit: {msg}");
-            ExitCode::from(1)
+            if logs_to_file {
+                eprintln!("{msg}");
+            }
+            ExitCode::from(failure)
         }
     }
 }

@@ -129,3 +129,46 @@ pub fn cgroup_manager(container: &Container) -> Result<AnyCgroupManager> {
     })
     .map_err(|e| RuntimeError::cgroup(id, e))
 }
+
+/// For `exec --cgroup SUB`: the first of the container's cgroup directories
+/// (those of its init, read from /proc/PID/cgroup, in the hierarchies where
+/// it is in `container_cgroup`) that has no sub-cgroup SUB, or `None` when
+/// every one has it.
+pub fn sub_cgroup_missing(
+    init: i32,
+    container_cgroup: &Path,
+    sub: &str,
+) -> Result<Option<PathBuf>> {
+    let own = container_cgroup.to_string_lossy();
+    let own = own.trim_matches('/');
+    let path = format!("/proc/{init}/cgroup");
+    let text = std::fs::read_to_string(&path).map_err(|e| RuntimeError::io(&path, e))?;
+    let sub = sub.trim_start_matches('/');
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mount = if controllers.is_empty() {
+            // cgroup v2: the unified hierarchy (alone, or beside v1's).
+            ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|m| m.join("cgroup.controllers").exists())
+        } else {
+            let name = controllers.trim_start_matches("name=");
+            let dir = PathBuf::from("/sys/fs/cgroup").join(name);
+            dir.is_dir().then_some(dir)
+        };
+        let Some(mount) = mount else { continue };
+        if !cgroup.trim_matches('/').ends_with(own) {
+            continue;
+        }
+        let dir = mount.join(cgroup.trim_start_matches('/')).join(sub);
+        if !dir.is_dir() {
+            return Ok(Some(dir));
+        }
+    }
+    Ok(None)
+}

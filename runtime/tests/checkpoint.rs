@@ -213,7 +213,7 @@ fn failed_restore_leaves_nothing_behind() {
     );
     assert!(!g.state_dir(&id2).exists(), "no state dir");
     assert!(
-        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/:youki:{id2}")).exists(),
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/{id2}")).exists(),
         "no cgroup"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -250,7 +250,7 @@ fn failed_restore_leaves_nothing_behind() {
     assert!(err.contains("restore of container"), "{err}");
     assert!(!g.state_dir(&id2).exists(), "no state dir");
     assert!(
-        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/:youki:{id2}")).exists(),
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory/{id2}")).exists(),
         "no cgroup"
     );
     assert_eq!(g.ok(&["list", "-q"]).trim(), "");

@@ -25,7 +25,14 @@ fn namespaces_and_hostname_follow_the_spec() {
         .collect::<Vec<_>>()
         .join("; ");
     let bundle = Bundle::new(&["sh", "-c", &format!("{script}; hostname; echo pid=$$")]);
-    bundle.edit(|c| c["hostname"] = "godwit-test".into());
+    bundle.edit(|c| {
+        c["hostname"] = "godwit-test".into();
+        // runc's default spec has no cgroup namespace: ask for one.
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "cgroup"}));
+    });
     let (code, out, err) = run_output(&g, &bundle, "ns");
     assert_eq!(code, Some(0), "{err}");
     let lines: Vec<&str> = out.lines().collect();

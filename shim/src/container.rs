@@ -8,7 +8,6 @@ use std::path::Path;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 use nix::unistd::Pid;
 
 use godwit_runtime::store::{validate_id, StateRoot, RECORDED_SPEC};
@@ -44,7 +43,7 @@ pub fn create(
     let (bundle, spec) =
         godwit_runtime::bundle::load(opts.bundle).map_err(|e| ShimError::runtime(id, e))?;
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(godwit_runtime::executor::GodwitExecutor::default())
         .with_root_path(root.path())
         .map(|b| {
             b.with_console_socket(opts.console_socket)
@@ -86,7 +85,7 @@ pub fn exec(
     stdio: ChildStdio,
 ) -> Result<Pid> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(godwit_runtime::executor::GodwitExecutor::default())
         .with_root_path(root.path())
         .map(|b| {
             b.with_console_socket(console_socket)

@@ -2,7 +2,7 @@
 //! which godwit reuses). containerd sends type names without a '/', which
 //! protobuf's `Any::unpack` refuses, so the value bytes are decoded directly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
@@ -13,6 +13,30 @@ use crate::error::{Result, ShimError};
 
 /// Default parent of the per-namespace state roots (as runc's /run/containerd/runc).
 pub const DEFAULT_ROOT: &str = "/run/containerd/godwit";
+
+/// The parent of the per-namespace state roots when the options name none:
+/// `godwit` beside containerd's own task directory — containerd gives the
+/// shim `<state>/io.containerd.runtime.v2.task/<ns>/<id>` as the bundle, so
+/// a containerd with `--state /run/containerd` gets [`DEFAULT_ROOT`] and
+/// private containerds (their own `--state`) never share a root (a
+/// container of the same id in one must not be touched by the other).
+/// Any other bundle layout falls back to [`DEFAULT_ROOT`].
+pub fn default_root(bundle: &Path) -> PathBuf {
+    let task_dir = bundle.parent().and_then(Path::parent);
+    match task_dir {
+        Some(dir)
+            if dir
+                .file_name()
+                .is_some_and(|n| n == "io.containerd.runtime.v2.task") =>
+        {
+            match dir.parent() {
+                Some(state) => state.join("godwit"),
+                None => PathBuf::from(DEFAULT_ROOT),
+            }
+        }
+        _ => PathBuf::from(DEFAULT_ROOT),
+    }
+}
 
 /// What the shim keeps from the options, recorded in the bundle so that
 /// `containerd-shim-godwit-v2 delete` finds the container after a crash.
@@ -27,7 +51,9 @@ pub struct TaskOptions {
 pub const RECORD_FILE: &str = "godwit-shim.json";
 
 impl TaskOptions {
-    pub fn decode(any: Option<&Any>, namespace: &str) -> Result<TaskOptions> {
+    /// `bundle`: the task's bundle as containerd passes it, from which the
+    /// default state root is derived (see [`default_root`]).
+    pub fn decode(any: Option<&Any>, namespace: &str, bundle: &Path) -> Result<TaskOptions> {
         let options = match any {
             Some(any) if !any.value.is_empty() => {
                 if !any.type_url.ends_with("containerd.runc.v1.Options") {
@@ -51,7 +77,7 @@ impl TaskOptions {
             ));
         }
         let parent = if options.root.is_empty() {
-            PathBuf::from(DEFAULT_ROOT)
+            default_root(bundle)
         } else {
             PathBuf::from(&options.root)
         };
@@ -73,5 +99,24 @@ impl TaskOptions {
         let text = std::fs::read(&path).map_err(|e| ShimError::io(&path, e))?;
         serde_json::from_slice(&text)
             .map_err(|e| ShimError::invalid(path.display().to_string(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_root_follows_containerds_state_dir() {
+        let root = |b: &str| default_root(Path::new(b));
+        assert_eq!(
+            root("/run/containerd/io.containerd.runtime.v2.task/default/c1"),
+            PathBuf::from(DEFAULT_ROOT)
+        );
+        assert_eq!(
+            root("/tmp/ctrd-a/state/io.containerd.runtime.v2.task/k8s.io/c1"),
+            PathBuf::from("/tmp/ctrd-a/state/godwit")
+        );
+        assert_eq!(root("/srv/bundle"), PathBuf::from(DEFAULT_ROOT));
     }
 }

@@ -227,7 +227,11 @@ impl Inner {
         if lock(&self.tasks).contains_key(&id) {
             return Err(ShimError::AlreadyExists { id });
         }
-        let opts = TaskOptions::decode(req.options.as_ref(), &self.namespace)?;
+        let opts = TaskOptions::decode(
+            req.options.as_ref(),
+            &self.namespace,
+            Path::new(&req.bundle),
+        )?;
         let root = StateRoot::open(&opts.root).map_err(|e| ShimError::runtime(&id, e))?;
         // A checkpoint is checked whole before anything is mounted or created.
         let restore = if req.checkpoint.is_empty() {
@@ -1087,5 +1091,5 @@ impl Task for Service {
 pub fn recorded_root(bundle: &Path, namespace: &str) -> PathBuf {
     TaskOptions::load(bundle)
         .map(|o| o.root)
-        .unwrap_or_else(|_| Path::new(crate::options::DEFAULT_ROOT).join(namespace))
+        .unwrap_or_else(|_| crate::options::default_root(bundle).join(namespace))
 }

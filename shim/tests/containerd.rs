@@ -472,3 +472,102 @@ fn events_update_and_oom_are_reported() {
     }
     assert!(has("/tasks/oom", oom), "no /tasks/oom for {oom} in:\n{log}");
 }
+
+/// Two containerds on one host (their own --state), the same namespace and
+/// the same task id: each shim keeps godwit's state under its containerd's
+/// state dir, so both tasks run, and deleting one leaves the other running.
+#[test]
+fn private_containerds_do_not_share_godwit_state() {
+    let ns = format!("gwt-shared-{}", std::process::id());
+    let a = Containerd::start_in(&ns);
+    let b = Containerd::start_in(&ns);
+    assert_ne!(a.godwit_root(), b.godwit_root());
+    let id = "same";
+    for (c, cgroup) in [(&a, "a"), (&b, "b")] {
+        // Distinct cgroups (containerd's default /<ns>/<id> would be
+        // shared), under /<ns>, which the test's clean-up removes.
+        let cgroup = format!("/{ns}/{cgroup}-{id}");
+        c.ok(&[
+            "run",
+            "-d",
+            "--cgroup",
+            &cgroup,
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            id,
+            "sleep",
+            "1000",
+        ]);
+        c.wait_status(id, "RUNNING");
+        assert!(c.godwit_root().join(id).join("state.json").exists());
+    }
+    b.ok(&["task", "kill", "-s", "KILL", id]);
+    b.wait_status(id, "STOPPED");
+    b.ok(&["task", "delete", id]);
+    assert!(!b.godwit_root().join(id).exists());
+    // A's task is untouched.
+    let status = a.ok(&["task", "ls"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("RUNNING")),
+        "{status}"
+    );
+    assert!(a.godwit_root().join(id).join("state.json").exists());
+}
+
+/// Processes the shim starts (the task and its execs) begin with default
+/// signal dispositions (the shim's own process ignores signal 32), an empty
+/// mask and only fds 0-2.
+#[test]
+fn task_and_exec_processes_start_clean() {
+    let c = Containerd::start("clean");
+    let probe = "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd | tr '\\n' ' '";
+    let check = |out: &str| {
+        for key in ["SigIgn:", "SigBlk:"] {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("{key} in {out}"));
+            assert!(line.ends_with("0000000000000000"), "{line} (all of: {out})");
+        }
+        // 0-2 and the fd ls reads the directory with.
+        let fds = out.lines().last().unwrap_or_default();
+        assert!(fds.split_whitespace().count() <= 4, "fds: {fds}");
+    };
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "probe1",
+        "sh",
+        "-c",
+        probe,
+    ]);
+    check(&out);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "probe2",
+        "sleep",
+        "1000",
+    ]);
+    c.wait_status("probe2", "RUNNING");
+    let out = c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "p",
+        "probe2",
+        "sh",
+        "-c",
+        probe,
+    ]);
+    check(&out);
+}

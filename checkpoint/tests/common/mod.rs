@@ -234,7 +234,7 @@ pub fn roundtrip(
     let mut w = spawn_in_ns(&workload(prog), args, dir);
     wait_for(out, "warm-up lines", t, |l| l.len() >= warmup);
     let img = dir.join("img");
-    let pids = godwit_checkpoint::proc::tree(w.pid).expect("tree");
+    let pids = godwit_checkpoint::host::tree(w.pid).expect("tree");
     let ds = dump(&pids, &img, &DumpOptions::default()).expect("dump");
     w.wait_gone();
     let before = lines(out);

@@ -143,6 +143,8 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
             external_stdio: true,
             freeze_cgroup: freezer.clone(),
             keep_frozen: paused,
+            // A terminal container's foreground process group travels.
+            record_terminal: true,
             ..Default::default()
         },
     );
@@ -240,11 +242,6 @@ pub(crate) fn extra_files(
         (SPEC_DUMP.to_string(), spec_bytes),
         (crate::timens::TIMENS_DUMP.to_string(), timens_bytes),
     ];
-    if let Some(tty) = crate::console::capture_terminal(init)? {
-        let bytes = serde_json::to_vec(&tty)
-            .map_err(|e| RuntimeError::io(crate::console::TERMINAL_DUMP, e.into()))?;
-        extra_files.push((crate::console::TERMINAL_DUMP.to_string(), bytes));
-    }
     if let Some(net) = crate::netns_state::capture(init)? {
         let bytes = serde_json::to_vec(&net)
             .map_err(|e| RuntimeError::io(crate::netns_state::NET_DUMP, e.into()))?;

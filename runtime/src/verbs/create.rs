@@ -3,7 +3,6 @@ use std::path::Path;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 
 use crate::bundle;
 use crate::cli::{CreateOpts, GlobalOpts};
@@ -87,7 +86,7 @@ pub fn create_from(
     }
 
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(crate::executor::GodwitExecutor::new(opts.preserve_fds))
         .with_pid_file(opts.pid_file.as_ref())
         .and_then(|b| b.with_root_path(root.path()))
         .map(|b| {

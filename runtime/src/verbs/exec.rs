@@ -3,11 +3,11 @@ use std::path::PathBuf;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 use oci_spec::runtime::Process;
 
 use crate::bundle::parse_json;
 use crate::cli::Exec;
+use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
 use crate::store::{recorded_spec, StateRoot};
 use crate::verbs::run::{prepare_foreground, wait_forwarding};
@@ -40,14 +40,16 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
     }
     let container = root.load(id)?;
     match container.status() {
-        ContainerStatus::Running => {}
+        // runc execs into a created container too (its init waits for start).
+        ContainerStatus::Running | ContainerStatus::Created => {}
         ContainerStatus::Paused if args.ignore_paused => {}
         status => {
             return Err(RuntimeError::WrongStatus {
                 id: id.to_string(),
                 op: "exec into",
                 status: crate::verbs::state::status_name(status),
-                hint: "exec needs a running container (--ignore-paused for a paused one)",
+                hint:
+                    "exec needs a created or running container (--ignore-paused for a paused one)",
             })
         }
     }
@@ -68,18 +70,7 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
     // --tty with plain args is turned into such a file, since only a process
     // document can ask libcontainer for a terminal.
     let process_file: Option<PathBuf> = match (&args.process, args.tty) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
-            let process: Process = parse_json(path, &text)?;
-            if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-                return Err(RuntimeError::InvalidConfig {
-                    path: path.clone(),
-                    field: "args".into(),
-                    reason: "empty: name the program to run".into(),
-                });
-            }
-            Some(path.clone())
-        }
+        (Some(path), _) => Some(checked_process_file(&container, path)?),
         (None, true) => Some(tty_process_file(&container, args, &env, user)?),
         (None, false) => {
             if args.command.is_empty() {
@@ -93,18 +84,48 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
         }
     };
 
+    check_exec_paths(&container, args)?;
+    // A terminal and no socket to hand its master to: the pty is ours, its
+    // master proxied to our stdio as `run` does.
+    let wants_tty = args.tty
+        || process_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str::<Process>(&t).ok())
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+    let console = if wants_tty && args.console_socket.is_none() {
+        if args.detach {
+            return Err(RuntimeError::Unsupported {
+                flag: "--tty",
+                reason: "a detached exec with a terminal needs --console-socket to hand the pty to"
+                    .into(),
+            });
+        }
+        Some(ConsoleSocket::listen(
+            &container
+                .root
+                .join(format!("exec-{}.console", std::process::id())),
+        )?)
+    } else {
+        None
+    };
+    let console_socket = args
+        .console_socket
+        .clone()
+        .or_else(|| console.as_ref().map(|c| c.path().to_path_buf()));
     let signals = prepare_foreground(args.detach)?;
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(crate::executor::GodwitExecutor::new(args.preserve_fds))
         .with_root_path(root.path())
         .and_then(|b| {
-            b.with_console_socket(args.console_socket.as_ref())
+            b.with_console_socket(console_socket.as_ref())
                 .with_pid_file(args.pid_file.as_ref())
         })
         .and_then(|b| {
             b.with_preserved_fds(args.preserve_fds)
                 .as_tenant()
-                .with_detach(args.detach)
+                .with_detach(args.detach || console_socket.is_some())
                 .with_cwd(args.cwd.as_ref())
                 .with_env(env)
                 .with_process(process_file.as_ref())
@@ -119,16 +140,102 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
                 .with_apparmor(args.apparmor.clone())
                 .build()
         });
-    if args.tty && args.process.is_none() {
-        if let Some(tmp) = &process_file {
+    if let Some(tmp) = &process_file {
+        if Some(tmp) != args.process.as_ref() {
             let _ = std::fs::remove_file(tmp);
         }
     }
     let pid = built.map_err(|e| RuntimeError::lc("exec into", id, e))?;
+    let proxy = match &console {
+        Some(console) => Some(console.receive_master().and_then(PtyProxy::start)?),
+        None => None,
+    };
     if args.detach {
         return Ok(0);
     }
-    wait_forwarding(pid, &signals, None)
+    let status = wait_forwarding(pid, &signals, proxy.as_ref());
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
+    status
+}
+
+/// A `--process` file checked (a bad one is named by field) and completed as
+/// runc completes it: a missing `user` is root (uid 0, gid 0). The file
+/// given is used as is when nothing was missing; otherwise a completed copy
+/// in the container's state dir (removed once the process runs).
+fn checked_process_file(
+    container: &libcontainer::container::Container,
+    path: &PathBuf,
+) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
+    let mut value: serde_json::Value = parse_json(path, &text)?;
+    let missing_user = value.get("user").is_none();
+    if let (true, Some(object)) = (missing_user, value.as_object_mut()) {
+        object.insert("user".into(), serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    let process: Process = parse_json(path, &value.to_string())?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(RuntimeError::InvalidConfig {
+            path: path.clone(),
+            field: "args".into(),
+            reason: "empty: name the program to run".into(),
+        });
+    }
+    if !missing_user {
+        return Ok(path.clone());
+    }
+    let completed = container
+        .root
+        .join(format!("exec-process-{}.json", std::process::id()));
+    std::fs::write(&completed, value.to_string()).map_err(|e| RuntimeError::io(&completed, e))?;
+    Ok(completed)
+}
+
+/// Refuses what runc refuses before anything runs: a `--pid-file` whose
+/// directory does not exist (libcontainer would start the process and then
+/// fail to write it), and a `--cgroup` sub-cgroup the container does not have
+/// (libcontainer would create it).
+fn check_exec_paths(container: &libcontainer::container::Container, args: &Exec) -> Result<()> {
+    if let Some(pid_file) = &args.pid_file {
+        let dir = match pid_file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(RuntimeError::InvalidValue {
+                what: "--pid-file",
+                value: pid_file.display().to_string(),
+                reason: format!(
+                    "directory {} does not exist; create it or choose another path",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    if let Some(sub) = args.cgroup.as_deref().filter(|s| *s != "/") {
+        let init = container.pid().ok_or_else(|| RuntimeError::Unsupported {
+            flag: "--cgroup",
+            reason: format!("container {} has no init pid", container.id()),
+        })?;
+        let own = container
+            .spec()
+            .map_err(|e| RuntimeError::lc("read the config of", container.id(), e))?
+            .cgroup_path;
+        let missing = crate::store::sub_cgroup_missing(init.as_raw(), &own, sub)?;
+        if let Some(dir) = missing {
+            return Err(RuntimeError::InvalidValue {
+                what: "--cgroup",
+                value: sub.to_string(),
+                reason: format!(
+                    "container {} has no such sub-cgroup ({} does not exist); create it first",
+                    container.id(),
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A process document for `exec --tty ARGS…`: the container's own process

@@ -24,7 +24,15 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
         .map_err(|_| invalid("no such signal name (e.g. TERM, SIGKILL, 9)"))
 }
 
+/// Whether `text` names signal 0, which checks that the process exists.
+fn is_signal_zero(text: &str) -> bool {
+    text.parse::<i32>() == Ok(0)
+}
+
 pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<()> {
+    if is_signal_zero(signal) {
+        return probe(root, id);
+    }
     let signal = parse_signal(signal)?;
     let mut container = root.load(id)?;
     if matches!(
@@ -44,4 +52,23 @@ pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<()> {
         .map_err(|e| RuntimeError::lc("kill", id, e))?;
     tracing::info!(id, all, "signalled");
     Ok(())
+}
+
+/// `kill ID 0` (runc's check that the container's init is alive): succeeds
+/// when it runs (or waits in `created`, or is paused), fails otherwise.
+fn probe(root: &StateRoot, id: &str) -> Result<()> {
+    let container = root.load(id)?;
+    let alive = matches!(
+        container.status(),
+        ContainerStatus::Created | ContainerStatus::Running | ContainerStatus::Paused
+    );
+    let not_running = || RuntimeError::WrongStatus {
+        id: id.to_string(),
+        op: "signal",
+        status: crate::verbs::state::status_name(container.status()),
+        hint: "its process is not running",
+    };
+    let pid = container.pid().filter(|_| alive).ok_or_else(not_running)?;
+    nix::sys::signal::kill(pid, None)
+        .map_err(|e| RuntimeError::sys(format!("signal 0 to pid {pid} of container {id}"), e))
 }

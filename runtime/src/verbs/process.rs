@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use godwit_checkpoint::files::FdKind;
 use godwit_checkpoint::image::ImageReader;
+use godwit_checkpoint::records::FdKind;
 use godwit_checkpoint::ProcessImage;
 use nix::sys::signalfd::SigSet;
 use serde::Serialize;
@@ -150,10 +150,7 @@ impl DumpReport {
 
 /// Process group (proc(5) field 5) and session (field 6) of `pid`.
 fn pgid_sid(pid: i32) -> Result<(i32, i32)> {
-    let stat = godwit_checkpoint::proc::Stat::read(pid).map_err(|e| failed("process dump", e))?;
-    let pgid = stat.field(5).map_err(|e| failed("process dump", e))? as i32;
-    let sid = stat.field(6).map_err(|e| failed("process dump", e))? as i32;
-    Ok((pgid, sid))
+    godwit_checkpoint::host::pgid_sid(pid).map_err(|e| failed("process dump", e))
 }
 
 /// Whether `pid` is `me` or one of my ancestors (PPid chain up to 0).
@@ -163,12 +160,8 @@ fn is_ancestor_or_self(pid: i32, me: i32) -> bool {
         if p == pid {
             return true;
         }
-        let ppid = godwit_checkpoint::proc::Status::of_pid(p)
-            .ok()
-            .and_then(|s| s.ints("PPid").ok())
-            .and_then(|v| v.first().copied());
-        match ppid {
-            Some(pp) if pp > 0 => p = pp as i32,
+        match godwit_checkpoint::host::parent(p) {
+            Ok(Some(pp)) => p = pp,
             _ => return false,
         }
     }
@@ -194,7 +187,7 @@ fn tree_to_dump(args: &ProcessDump) -> Result<Vec<i32>> {
             reason: "godwit itself is in that tree (it is an ancestor of this godwit)".into(),
         });
     }
-    let pids = godwit_checkpoint::proc::tree(pid).map_err(|e| failed("process dump", e))?;
+    let pids = godwit_checkpoint::host::tree(pid).map_err(|e| failed("process dump", e))?;
     let set: HashSet<i32> = pids.iter().copied().collect();
     for &p in &pids {
         let (pgid, sid) = pgid_sid(p)?;
@@ -424,7 +417,7 @@ fn check_image(reader: &ImageReader, shell_job: bool) -> Result<()> {
             }
         }
         // Mapped files (executables, libraries): size and content.
-        godwit_checkpoint::memory::check_files(&root, e.pid, &img.memory)
+        godwit_checkpoint::check_mapped_files(&root, &img)
             .map_err(|err| failed("process restore", err))?;
         if e.pgid != 0 && e.sid != e.pid && !pids.contains(&e.pgid) {
             return Err(RuntimeError::Unsupported {
@@ -444,15 +437,12 @@ fn holder(tid: i32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{tid}/comm"))
         .map(|c| c.trim().to_string())
         .unwrap_or_else(|_| "?".into());
-    let tgid = godwit_checkpoint::proc::Status::of_pid(tid)
-        .ok()
-        .and_then(|s| s.ints("Tgid").ok())
-        .and_then(|v| v.first().copied());
+    let tgid = godwit_checkpoint::host::tgid(tid).ok().flatten();
     let state = std::fs::read_to_string(format!("/proc/{tid}/stat"))
         .ok()
         .and_then(|s| s.rfind(") ").and_then(|i| s[i + 2..].chars().next()));
     let mut s = comm;
-    if let Some(t) = tgid.filter(|&t| t != tid as i64) {
+    if let Some(t) = tgid.filter(|&t| t != tid) {
         s.push_str(&format!(" (a thread of pid {t})"));
     }
     if state == Some('Z') {
@@ -678,6 +668,7 @@ pub fn restore(args: &ProcessRestore) -> Result<i32> {
 
     let opts = godwit_checkpoint::RestoreOptions {
         inherit_stdio: args.shell_job,
+        ..Default::default()
     };
     let stats = godwit_checkpoint::restore(image, stub.pid, &opts)
         .map_err(|e| failed("process restore", e))?;

@@ -32,13 +32,9 @@ impl Executor for StubExecutor {
     fn exec(&self, _spec: &Spec) -> std::result::Result<(), ExecutorError> {
         // The dumper restores the handlers that were caught or ignored and
         // takes every other one to be the default, as after an exec; this
-        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE).
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // SAFETY: resetting a disposition to the default.
-                unsafe { libc::signal(sig, libc::SIG_DFL) };
-            }
-        }
+        // process never exec'd and inherited godwit's (Rust ignores SIGPIPE;
+        // a caller may have left 32 and 33 ignored).
+        crate::executor::reset_dispositions();
         loop {
             // SAFETY: pause(2) has no preconditions; godwit stops us from outside
             // (a pid namespace's init cannot stop itself).
@@ -249,6 +245,15 @@ pub fn restore_with_stdio(
                 .image_path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("checkpoint"));
+            if !image.is_dir() {
+                return Err(RuntimeError::InvalidValue {
+                    what: "--image-path",
+                    value: image.display().to_string(),
+                    reason: "no such directory: give the directory `godwit checkpoint \
+                             --image-path` wrote, or --import an archive"
+                        .into(),
+                });
+            }
             // Checkpoint leaves the rootfs changes in the image directory.
             let diff = image.join(crate::archive::ROOTFS_DIFF);
             let changes = RootfsChanges {
@@ -545,21 +550,20 @@ fn rebuild(
         // the new pty's slave as its stdio and controlling terminal): the
         // workload's stdio becomes that.
         inherit_stdio: true,
+        // A terminal container's foreground process group, if the image
+        // recorded one: the workload runs already, so a group that could
+        // not be set is a warning, not a failed restore.
+        restore_terminal: true,
     };
-    godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| RuntimeError::Restore {
-        id: id.to_string(),
-        source: Box::new(e),
-    })?;
-    if let Some(terminal) = crate::console::read_terminal_dump(image)? {
-        // The workload runs already: a terminal whose foreground group could
-        // not be set is no reason to kill it.
-        if let Err(e) = crate::console::restore_terminal(pid.as_raw(), &terminal) {
-            tracing::warn!(id, "terminal foreground group not restored: {e}");
-            eprintln!(
-                "godwit: warning: the terminal's foreground process group {} was not restored: {e}",
-                terminal.foreground_pgrp
-            );
+    let stats = godwit_checkpoint::restore(image, pid.as_raw(), &opts).map_err(|e| {
+        RuntimeError::Restore {
+            id: id.to_string(),
+            source: Box::new(e),
         }
+    })?;
+    for w in &stats.warnings {
+        tracing::warn!(id, "{w}");
+        eprintln!("godwit: warning: {w}");
     }
     let mut recorded = spec.clone();
     let mut root = recorded.root().clone().unwrap_or_default();

@@ -52,6 +52,12 @@ fn image() -> PathBuf {
 impl Containerd {
     /// Starts containerd for the test `name` and imports the image.
     pub fn start(name: &str) -> Containerd {
+        Containerd::start_in(&format!("gwt-{name}-{}", std::process::id()))
+    }
+
+    /// Starts containerd with its tasks in namespace `ns` (two containerds
+    /// of one test may share a namespace name, as on a real host).
+    pub fn start_in(ns: &str) -> Containerd {
         assert!(
             nix::unistd::geteuid().is_root(),
             "these tests run containerd and containers: run them as root"
@@ -73,7 +79,7 @@ impl Containerd {
         let mut c = Containerd {
             dir,
             child: None,
-            ns: format!("gwt-{name}-{}", std::process::id()),
+            ns: ns.to_string(),
         };
         c.spawn();
         let out = c.ctr(&["images", "import", &image().display().to_string()]);
@@ -236,9 +242,10 @@ impl Containerd {
             .join(id)
     }
 
-    /// godwit's state root for this namespace (what the shim uses by default).
+    /// godwit's state root for this namespace (what the shim uses by
+    /// default: `godwit/<ns>` beside containerd's task directory).
     pub fn godwit_root(&self) -> PathBuf {
-        Path::new("/run/containerd/godwit").join(&self.ns)
+        self.dir.path().join("state/godwit").join(&self.ns)
     }
 }
 
