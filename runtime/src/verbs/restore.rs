@@ -2,7 +2,8 @@
 //!
 //! libcontainer (0.7) has no restore of its own, and its executor runs in the
 //! container's init only after the user switch, capability drop and seccomp.
-//! So the container is created from the checkpointed spec widened for a stub
+//! So the container is created from the destination's spec (the bundle's
+//! config.json, compared with the checkpointed one) widened for a stub
 //! (root, full capabilities, no seccomp, no no_new_privs); its executor parks
 //! in pause(); godwit stops and seizes it and the dumper rebuilds the process
 //! tree in it, applying the workload's own creds and seccomp filters last.
@@ -403,13 +404,25 @@ fn restore_image(
         path: image.to_path_buf(),
         reason: format!("{SPEC_DUMP}: {e} (not an image written by `godwit checkpoint`)"),
     })?;
-    let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
+    let archive_spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
     let bundle_dir = match &source {
         BundleSource::Given(dir) => dir.clone(),
         BundleSource::Recreated(made) => made.path().to_path_buf(),
     };
-    let (bundle, bundle_spec) = crate::bundle::load(&bundle_dir)?;
-    let rootfs = crate::bundle::rootfs(&bundle, &bundle_spec);
+    // The destination decides the container: the bundle's config.json is the
+    // spec it runs with; the checkpoint's is only compared with it.
+    let (bundle, spec) = crate::bundle::load(&bundle_dir)?;
+    crate::restore_policy::check_compatible(&archive_spec, &spec).map_err(|e| {
+        RuntimeError::Refused {
+            id: id.to_string(),
+            reason: format!(
+                "{e}; the restored processes depend on it. The container runs with {}'s config.json: \
+                 give a bundle whose config.json has what the checkpointed container had",
+                bundle.display()
+            ),
+        }
+    })?;
+    let rootfs = crate::bundle::rootfs(&bundle, &spec);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
     let (console_path, own_console) = console_for(root, args, &spec)?;
 
