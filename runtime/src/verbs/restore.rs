@@ -17,9 +17,9 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, Signal};
 use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
 
-use crate::cli::{GlobalOpts, Restore};
 use crate::console::ConsoleSocket;
 use crate::error::{Result, RuntimeError};
+use crate::requests::{RestoreRequest, RestoreSource, RuntimeOptions};
 use crate::restored::RecreatedBundle;
 use crate::store::{validate_id, StateRoot};
 use crate::verbs::checkpoint::SPEC_DUMP;
@@ -46,75 +46,6 @@ impl Executor for StubExecutor {
     fn validate(&self, _spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
         Ok(())
     }
-}
-
-fn refuse_unsupported(args: &Restore) -> Result<()> {
-    let refused: [(&'static str, bool, &str); 8] = [
-        (
-            "--tcp-established",
-            args.tcp_established,
-            "established TCP connections are not carried",
-        ),
-        (
-            "--ext-unix-sk",
-            args.ext_unix_sk,
-            "unix sockets connected outside the container are not supported",
-        ),
-        (
-            "--file-locks",
-            args.file_locks,
-            "file locks are not restored",
-        ),
-        (
-            "--lazy-pages",
-            args.lazy_pages,
-            "lazy (userfaultfd) restore is not supported yet",
-        ),
-        (
-            "--auto-dedup",
-            args.auto_dedup,
-            "deduplication is not supported",
-        ),
-        (
-            "--empty-ns",
-            !args.empty_ns.is_empty(),
-            "every namespace is recreated from the spec; this flag has no meaning for godwit",
-        ),
-        (
-            "--lsm-profile",
-            args.lsm_profile.is_some(),
-            "LSM profiles are taken from the spec",
-        ),
-        (
-            "--manage-cgroups-mode",
-            args.manage_cgroups_mode
-                .as_deref()
-                .is_some_and(|m| m != "soft"),
-            "only the default mode (soft) is supported",
-        ),
-    ];
-    for (flag, given, why) in refused {
-        if given {
-            return Err(RuntimeError::Unsupported {
-                flag,
-                reason: format!("{why}; omit the flag"),
-            });
-        }
-    }
-    if args.lsm_mount_context.is_some() {
-        return Err(RuntimeError::Unsupported {
-            flag: "--lsm-mount-context",
-            reason: "godwit has no SELinux support; omit the flag".into(),
-        });
-    }
-    if args.no_subreaper && !args.detach {
-        return Err(RuntimeError::Unsupported {
-            flag: "--no-subreaper",
-            reason: "a foreground restore must be the subreaper to wait for the init; use --detach"
-                .into(),
-        });
-    }
-    Ok(())
 }
 
 /// The spec widened for the stub: see the module comment.
@@ -208,22 +139,20 @@ enum BundleSource {
     Recreated(RecreatedBundle),
 }
 
-/// Restores the image at `args.image_path` (or the archive `args.import`)
-/// as container `args.container_id`. A failure leaves no container behind.
-pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<i32> {
+/// Restores the image (or archive) `args.source` as container `args.id`. A failure leaves no container behind.
+pub fn restore(root: &StateRoot, global: &RuntimeOptions, args: &RestoreRequest) -> Result<i32> {
     restore_with_stdio(root, global, args, None)
 }
 
 /// [`restore`], the workload's stdio being `stdio` instead of the caller's.
 pub fn restore_with_stdio(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
-    refuse_unsupported(args)?;
     crate::verbs::create::check_systemd(global)?;
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     validate_id(id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
@@ -231,8 +160,8 @@ pub fn restore_with_stdio(
             root: root.path().to_path_buf(),
         });
     }
-    match &args.import {
-        Some(file) => {
+    match &args.source {
+        RestoreSource::Archive(file) => {
             // The archive is checked whole before anything is extracted, and
             // extracted next to the state; gone again whatever happens.
             let dest = root.path().join(format!(".{id}.import"));
@@ -241,11 +170,7 @@ pub fn restore_with_stdio(
             let imported = crate::archive::import(file, &dest, &Default::default())?;
             restore_imported(root, global, args, &imported, stdio)
         }
-        None => {
-            let image = args
-                .image_path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("checkpoint"));
+        RestoreSource::Image(image) => {
             if !image.is_dir() {
                 return Err(RuntimeError::InvalidValue {
                     what: "--image-path",
@@ -259,14 +184,14 @@ pub fn restore_with_stdio(
             let diff = image.join(crate::archive::ROOTFS_DIFF);
             let changes = RootfsChanges {
                 diff: diff.is_file().then_some(diff),
-                deleted: crate::rootfs_diff::read_deleted(&image)?,
+                deleted: crate::rootfs_diff::read_deleted(image)?,
             };
-            let bundle = given_bundle(args).unwrap_or_else(|| PathBuf::from("."));
+            let bundle = args.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
             restore_image(
                 root,
                 global,
                 args,
-                &image,
+                image,
                 BundleSource::Given(bundle),
                 &changes,
                 stdio,
@@ -277,12 +202,12 @@ pub fn restore_with_stdio(
 
 /// Restores an archive already checked whole and extracted (by
 /// `archive::import`, or received by `godwit receive` under the same checks)
-/// as container `args.container_id`: onto `--bundle`, or a bundle recreated
+/// as container `args.id`: onto `args.bundle`, or a bundle recreated
 /// from the archive. A failure leaves no container behind.
 pub fn restore_imported(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     imported: &crate::archive::Imported,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
@@ -290,7 +215,7 @@ pub fn restore_imported(
         diff: imported.rootfs_diff.clone(),
         deleted: imported.deleted_files.clone(),
     };
-    let source = match given_bundle(args) {
+    let source = match args.bundle.clone() {
         Some(bundle) => BundleSource::Given(bundle),
         None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
     };
@@ -305,22 +230,20 @@ pub fn restore_imported(
     )
 }
 
-/// `--bundle`, unless left out (an empty path).
-fn given_bundle(args: &Restore) -> Option<PathBuf> {
-    (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone())
-}
-
 /// `restore --import` without `--bundle`: the bundle is made again from the
 /// archive under `--work-path` (or the state root): the checkpointed spec,
 /// and the recorded rootfs base with the changes stacked on it as an overlay.
 fn recreate_bundle(
     root: &StateRoot,
-    args: &Restore,
+    args: &RestoreRequest,
     imported: &crate::archive::Imported,
     changes: &RootfsChanges,
 ) -> Result<RecreatedBundle> {
-    let id = args.container_id.as_str();
-    let archive = args.import.clone().unwrap_or_default();
+    let id = args.id.as_str();
+    let archive = match &args.source {
+        RestoreSource::Archive(file) => file.clone(),
+        RestoreSource::Image(dir) => dir.clone(),
+    };
     let base = imported
         .config
         .rootfs_base
@@ -350,10 +273,10 @@ fn recreate_bundle(
 /// pty's master to (the caller's, or godwit's own for a foreground restore).
 fn console_for(
     root: &StateRoot,
-    args: &Restore,
+    args: &RestoreRequest,
     spec: &Spec,
 ) -> Result<(Option<PathBuf>, Option<ConsoleSocket>)> {
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     let terminal = spec
         .process()
         .as_ref()
@@ -383,14 +306,14 @@ fn console_for(
 
 fn restore_image(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     image: &Path,
     source: BundleSource,
     changes: &RootfsChanges,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     // Check the image before anything is created.
     let reader =
         godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
