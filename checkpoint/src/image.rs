@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::stream::{Sink, SinkWriter};
 
 pub const FORMAT_MAJOR: u32 = 1;
-pub const FORMAT_MINOR: u32 = 0;
+/// 1: `zombies` in the inventory (a reader of 1.0 would drop them).
+pub const FORMAT_MINOR: u32 = 1;
 pub const INVENTORY: &str = "inventory.json";
 pub const ARCH: &str = "x86_64";
 
@@ -96,6 +97,9 @@ pub struct Inventory {
     pub clocks: Clocks,
     pub root_pid: i32,
     pub processes: Vec<ProcessEntry>,
+    /// Unreaped children of the processes (format 1.1).
+    #[serde(default)]
+    pub zombies: Vec<crate::zombie::ZombieEntry>,
     /// The caller's files (spec.dump, timens.dump, tmpfs.tar ...), each
     /// with its digest.
     #[serde(default)]

@@ -7,8 +7,8 @@
 //! tree (sessions on the way) → per process: VMAs, vDSO, pages, mm fields →
 //! files (shared ones shared again) → cwd/umask/personality, signals, timers
 //! → process groups → threads (clone3 with set_tid) and per-thread state →
-//! rlimits → creds → registers → unmap the gadget from its own last
-//! syscall → detach all.
+//! rlimits → creds → zombies exit with their status → registers → unmap the
+//! gadget from its own last syscall → detach all.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +26,7 @@ use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
 use crate::terminal::ForegroundGroup;
+use crate::zombie::ZombieEntry;
 use crate::{signals, task, threads, timers};
 
 use crate::limits::TASK_END;
@@ -46,6 +47,9 @@ pub struct RestoreOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStats {
     pub processes: usize,
+    /// Unreaped children restored as such (not counted in `processes`).
+    #[serde(default)]
+    pub zombies: usize,
     pub threads: usize,
     pub pages_restored: u64,
     /// rlimits whose hard limit could not be restored (no CAP_SYS_RESOURCE).
@@ -124,6 +128,7 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
         cpu,
         stub_pid,
         &loaded,
+        &inv.zombies,
         &order,
         inv.vdso.as_ref(),
         opts.inherit_stdio,
@@ -300,6 +305,8 @@ impl Drop for Attached {
 /// The tree being rebuilt: every process's injector, in tree order.
 struct Tree<'a> {
     loaded: &'a [Loaded<'a>],
+    /// Forked with the tree, ended last (their `live` entries go then).
+    zombies: &'a [ZombieEntry],
     order: &'a [usize],
     live: HashMap<i32, Live>,
     /// The gadget/scratch page, at the same address in every process.
@@ -335,6 +342,7 @@ fn restore_tree(
     cpu: Option<usize>,
     stub: i32,
     loaded: &[Loaded],
+    zombies: &[ZombieEntry],
     order: &[usize],
     vdso: Option<&VdsoFingerprint>,
     inherit_stdio: bool,
@@ -356,6 +364,7 @@ fn restore_tree(
     let (inj, page) = strip_stub(stub, root.entry.pid, loaded, layout)?;
     let mut tree = Tree {
         loaded,
+        zombies,
         order,
         live: HashMap::new(),
         page,
@@ -378,6 +387,8 @@ fn restore_tree(
     restore_task_state(&mut tree)?;
     restore_process_groups(&mut tree)?;
     stats.clamped_rlimits = restore_threads_and_creds(&mut tree, attached)?;
+    end_zombies(&mut tree, attached)?;
+    stats.zombies = zombies.len();
     release_tree(tree, attached, stub_affinity)?;
     Ok(stats)
 }
@@ -501,9 +512,10 @@ fn strip_stub(
 }
 
 /// Forks the tree from the bare stub (children inherit only the gadget
-/// page), each process with its old pid, sessions made on the way.
+/// page), each process with its old pid, sessions made on the way; a
+/// process's zombies are forked with its live children.
 fn fork_tree(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
-    let (loaded, order) = (tree.loaded, tree.order);
+    let (loaded, order, zombies) = (tree.loaded, tree.order, tree.zombies);
     for &i in order {
         let l = &loaded[i];
         let me = tree
@@ -533,10 +545,25 @@ fn fork_tree(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
                 k.img.task.exit_signal,
             )?;
             attached.0.push(host);
-            born.push((k.entry.pid, host));
+            born.push((k.entry.pid, host, false));
         }
-        for (pid, host) in born {
-            let inj = Injector::new(host, tree.gadget)?;
+        for z in zombies.iter().filter(|z| z.ppid == l.entry.pid) {
+            let host = clone_with_tid(
+                &mut me.inj,
+                &me.scratch,
+                l.entry.pid,
+                z.pid,
+                false,
+                z.exit_signal,
+            )?;
+            attached.0.push(host);
+            born.push((z.pid, host, z.sid == z.pid));
+        }
+        for (pid, host, own_session) in born {
+            let mut inj = Injector::new(host, tree.gadget)?;
+            if own_session {
+                inj.syscall("setsid", libc::SYS_setsid, &[])?;
+            }
             let scratch = tree.scratch(host)?;
             tree.live.insert(
                 pid,
@@ -649,6 +676,7 @@ fn restore_process_groups(tree: &mut Tree) -> Result<()> {
             let e = tree.loaded[i].entry;
             (e.pid, e.pgid, e.sid)
         })
+        .chain(tree.zombies.iter().map(|z| (z.pid, z.pgid, z.sid)))
         .collect();
     for (pid, pgid) in setpgid_calls(&ids) {
         let me = tree
@@ -706,6 +734,22 @@ fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result
         Ok(())
     })?;
     Ok(clamped)
+}
+
+/// Every zombie exits (or dies) with its recorded status, its parent still
+/// held: released, the parent's wait() finds it as it was at dump.
+fn end_zombies(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
+    for z in tree.zombies {
+        let me = tree
+            .live
+            .remove(&z.pid)
+            .ok_or_else(|| Error::restore(z.pid, "zombie not created"))?;
+        let host = me.host_pid;
+        crate::zombie::finish(me.inj, &me.scratch, z)?;
+        // Gone to its parent: nothing to detach (or kill on a failure).
+        attached.0.retain(|&t| t != host);
+    }
+    Ok(())
 }
 
 /// The gadget page unmaps itself (munmap runs from it with syscall stops,
