@@ -16,6 +16,7 @@ pub mod overlay;
 pub mod restored;
 pub mod rootfs_diff;
 pub mod sealed;
+pub mod signing;
 pub mod store;
 pub mod timens;
 pub mod tmpfs;

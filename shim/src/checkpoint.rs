@@ -139,6 +139,7 @@ pub fn runtime_args(id: &str, request: &Request) -> cli::Checkpoint {
     cli::Checkpoint {
         image_path: Some(request.image.clone()),
         export: None,
+        sign_key: None,
         work_path: None,
         leave_running: !request.exit,
         parent_path: None,
@@ -163,6 +164,10 @@ pub fn restore_args(id: &str, bundle: &Path, image: &Path, no_pivot: bool) -> cl
     cli::Restore {
         image_path: Some(image.to_path_buf()),
         import: None,
+        verify_key: None,
+        require_signature: false,
+        import_max_size: None,
+        import_reserve: None,
         work_path: None,
         bundle: bundle.to_path_buf(),
         detach: true,

@@ -179,6 +179,10 @@ fn restore_args(req: &ReceiveRequest, origin: &Path) -> Restore {
     Restore {
         image_path: None,
         import: Some(origin.to_path_buf()),
+        verify_key: None,
+        require_signature: false,
+        import_max_size: None,
+        import_reserve: None,
         work_path: req.work_path.clone(),
         bundle: req.bundle.clone().unwrap_or_default(),
         detach: true,
