@@ -50,6 +50,9 @@ pub enum RuntimeError {
         #[source]
         source: Box<godwit_checkpoint::Error>,
     },
+    /// A checkpoint asks for more than the destination allows.
+    #[error("restore of container {id} refused: {reason}")]
+    Refused { id: String, reason: String },
     #[error("restore of container {id}")]
     Restore {
         id: String,

@@ -13,6 +13,8 @@ pub mod migrate;
 pub mod netns_state;
 pub mod notify;
 pub mod overlay;
+pub mod requests;
+pub mod restore_policy;
 pub mod restored;
 pub mod rootfs_diff;
 pub mod sealed;

@@ -105,10 +105,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         .with_context(|| format!("open state root {}", global.root.display()))?;
     match &cli.command {
         Command::Create(args) => {
-            verbs::create::create(&root, global, &args.opts, &args.container_id, true)?;
+            verbs::create::create(
+                &root,
+                &global.options(),
+                &args.opts,
+                &args.container_id,
+                true,
+            )?;
         }
         Command::Start(args) => verbs::start::start(&root, &args.container_id)?,
-        Command::Run(args) => return Ok(verbs::run::run(&root, global, args)?),
+        Command::Run(args) => return Ok(verbs::run::run(&root, &global.options(), args)?),
         Command::State(args) => print_json(&verbs::state::state(&root, &args.container_id)?)?,
         Command::List(args) => {
             let states = verbs::list::list(&root)?;
@@ -151,10 +157,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Update(args) => verbs::update::update(&root, args)?,
         Command::Checkpoint(args) => {
-            let stats = verbs::checkpoint::checkpoint(&root, args)?;
+            let stats = verbs::checkpoint::checkpoint(&root, &args.request()?)?;
             tracing::info!(?stats, "checkpoint statistics");
         }
-        Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
+        Command::Restore(args) => {
+            return Ok(verbs::restore::restore(
+                &root,
+                &global.options(),
+                &args.request()?,
+            )?)
+        }
         Command::Migrate(args) => {
             for (flag, given, why) in [
                 (
@@ -216,9 +228,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
             let id = req.id.clone();
-            let summary = verbs::receive::receive(&root, global, &req, &listener, |pid| {
-                let _ = out(&format!("container {id} runs here (pid {pid})\n"));
-            })?;
+            let summary =
+                verbs::receive::receive(&root, &global.options(), &req, &listener, |pid| {
+                    let _ = out(&format!("container {id} runs here (pid {pid})\n"));
+                })?;
             if args.json {
                 print_json(&summary)?;
             }

@@ -4,51 +4,27 @@
 use libcgroups::common::CgroupManager;
 use libcontainer::container::ContainerStatus;
 
-use crate::cli::Checkpoint;
 use crate::error::{Result, RuntimeError};
+use crate::requests::CheckpointRequest;
 use crate::store::{cgroup_manager, recorded_spec, StateRoot};
 
 /// File in the image directory holding the spec the container ran with.
 pub const SPEC_DUMP: &str = "spec.dump";
 
-/// Refuses runc flags the dumper does not implement yet, naming each.
-fn refuse_unsupported(args: &Checkpoint) -> Result<()> {
-    let refused: [(&'static str, bool, &str); 11] = [
-        ("--parent-path", args.parent_path.is_some(), "incremental images (pre-dump) are not supported yet"),
-        ("--pre-dump", args.pre_dump, "pre-copy rounds are not supported yet"),
-        ("--lazy-pages", args.lazy_pages, "lazy (userfaultfd) restore is not supported yet"),
-        ("--page-server", args.page_server.is_some(), "streaming to a page server is not supported yet"),
-        ("--tcp-established", args.tcp_established, "established TCP connections are not carried; without the flag they are restored as closed"),
-        ("--ext-unix-sk", args.ext_unix_sk, "unix sockets connected outside the container are not supported"),
-        ("--file-locks", args.file_locks, "file locks are not dumped"),
-        ("--auto-dedup", args.auto_dedup, "deduplication against a parent image is not supported"),
-        ("--empty-ns", !args.empty_ns.is_empty(), "every namespace is recreated from the spec on restore; this flag has no meaning for godwit"),
-        ("--status-fd", args.status_fd.is_some(), "status notifications on an fd are not supported"),
-        ("--manage-cgroups-mode", args.manage_cgroups_mode.as_deref().is_some_and(|m| m != "soft"), "only the default mode (soft: cgroups recreated from the spec) is supported"),
-    ];
-    for (flag, given, why) in refused {
-        if given {
-            return Err(RuntimeError::Unsupported {
-                flag,
-                reason: format!("{why}; omit the flag"),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Dumps a running container into `args.image_path`. Without
-/// `--leave-running` the container is gone afterwards (as with runc); a
+/// `leave_running` the container is gone afterwards (as with runc); a
 /// failed dump leaves it running and removes the partial image.
-pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoint::DumpStats> {
-    refuse_unsupported(args)?;
+pub fn checkpoint(
+    root: &StateRoot,
+    args: &CheckpointRequest,
+) -> Result<godwit_checkpoint::DumpStats> {
     // A bad key fails the checkpoint before anything is frozen.
     let sign_key = args
         .sign_key
         .as_deref()
         .map(crate::signing::load_signing_key)
         .transpose()?;
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     let mut container = root.load(id)?;
     // A paused container can be checkpointed too (containerd pauses a task
     // before its Checkpoint call); it stays paused unless it is gone after.
@@ -62,13 +38,8 @@ pub fn checkpoint(root: &StateRoot, args: &Checkpoint) -> Result<godwit_checkpoi
         });
     }
     // With --export and no --image-path, the image is a temporary directory
-    // next to the state, removed once the archive is written.
-    let temp_image = args.export.is_some() && args.image_path.is_none();
-    let image_buf = match &args.image_path {
-        Some(p) => p.clone(),
-        None if temp_image => root.path().join(format!(".{id}.export")),
-        None => std::path::PathBuf::from("checkpoint"),
-    };
+    // (under --work-path or next to the state), removed once the archive is written.
+    let (image_buf, temp_image) = args.image_dir(root.path());
     let image = image_buf.as_path();
     if temp_image {
         let _ = std::fs::remove_dir_all(image);

@@ -2,7 +2,8 @@
 //!
 //! libcontainer (0.7) has no restore of its own, and its executor runs in the
 //! container's init only after the user switch, capability drop and seccomp.
-//! So the container is created from the checkpointed spec widened for a stub
+//! So the container is created from the destination's spec (the bundle's
+//! config.json, compared with the checkpointed one) widened for a stub
 //! (root, full capabilities, no seccomp, no no_new_privs); its executor parks
 //! in pause(); godwit stops and seizes it and the dumper rebuilds the process
 //! tree in it, applying the workload's own creds and seccomp filters last.
@@ -16,9 +17,9 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, Signal};
 use oci_spec::runtime::{Capability, LinuxCapabilitiesBuilder, Spec};
 
-use crate::cli::{GlobalOpts, Restore};
 use crate::console::ConsoleSocket;
 use crate::error::{Result, RuntimeError};
+use crate::requests::{RestoreRequest, RestoreSource, RuntimeOptions};
 use crate::restored::RecreatedBundle;
 use crate::store::{validate_id, StateRoot};
 use crate::verbs::checkpoint::SPEC_DUMP;
@@ -45,75 +46,6 @@ impl Executor for StubExecutor {
     fn validate(&self, _spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
         Ok(())
     }
-}
-
-fn refuse_unsupported(args: &Restore) -> Result<()> {
-    let refused: [(&'static str, bool, &str); 8] = [
-        (
-            "--tcp-established",
-            args.tcp_established,
-            "established TCP connections are not carried",
-        ),
-        (
-            "--ext-unix-sk",
-            args.ext_unix_sk,
-            "unix sockets connected outside the container are not supported",
-        ),
-        (
-            "--file-locks",
-            args.file_locks,
-            "file locks are not restored",
-        ),
-        (
-            "--lazy-pages",
-            args.lazy_pages,
-            "lazy (userfaultfd) restore is not supported yet",
-        ),
-        (
-            "--auto-dedup",
-            args.auto_dedup,
-            "deduplication is not supported",
-        ),
-        (
-            "--empty-ns",
-            !args.empty_ns.is_empty(),
-            "every namespace is recreated from the spec; this flag has no meaning for godwit",
-        ),
-        (
-            "--lsm-profile",
-            args.lsm_profile.is_some(),
-            "LSM profiles are taken from the spec",
-        ),
-        (
-            "--manage-cgroups-mode",
-            args.manage_cgroups_mode
-                .as_deref()
-                .is_some_and(|m| m != "soft"),
-            "only the default mode (soft) is supported",
-        ),
-    ];
-    for (flag, given, why) in refused {
-        if given {
-            return Err(RuntimeError::Unsupported {
-                flag,
-                reason: format!("{why}; omit the flag"),
-            });
-        }
-    }
-    if args.lsm_mount_context.is_some() {
-        return Err(RuntimeError::Unsupported {
-            flag: "--lsm-mount-context",
-            reason: "godwit has no SELinux support; omit the flag".into(),
-        });
-    }
-    if args.no_subreaper && !args.detach {
-        return Err(RuntimeError::Unsupported {
-            flag: "--no-subreaper",
-            reason: "a foreground restore must be the subreaper to wait for the init; use --detach"
-                .into(),
-        });
-    }
-    Ok(())
 }
 
 /// The spec widened for the stub: see the module comment.
@@ -207,22 +139,20 @@ enum BundleSource {
     Recreated(RecreatedBundle),
 }
 
-/// Restores the image at `args.image_path` (or the archive `args.import`)
-/// as container `args.container_id`. A failure leaves no container behind.
-pub fn restore(root: &StateRoot, global: &GlobalOpts, args: &Restore) -> Result<i32> {
+/// Restores the image (or archive) `args.source` as container `args.id`. A failure leaves no container behind.
+pub fn restore(root: &StateRoot, global: &RuntimeOptions, args: &RestoreRequest) -> Result<i32> {
     restore_with_stdio(root, global, args, None)
 }
 
 /// [`restore`], the workload's stdio being `stdio` instead of the caller's.
 pub fn restore_with_stdio(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
-    refuse_unsupported(args)?;
     crate::verbs::create::check_systemd(global)?;
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     validate_id(id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
@@ -230,8 +160,8 @@ pub fn restore_with_stdio(
             root: root.path().to_path_buf(),
         });
     }
-    match &args.import {
-        Some(file) => {
+    match &args.source {
+        RestoreSource::Archive(file) => {
             // The archive is checked whole before anything is extracted, and
             // extracted next to the state; gone again whatever happens.
             let (limits, trust) = import_policy(args)?;
@@ -242,11 +172,7 @@ pub fn restore_with_stdio(
             warn_unauthenticated(id, file, &imported.signature);
             restore_imported(root, global, args, &imported, stdio)
         }
-        None => {
-            let image = args
-                .image_path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("checkpoint"));
+        RestoreSource::Image(image) => {
             if !image.is_dir() {
                 return Err(RuntimeError::InvalidValue {
                     what: "--image-path",
@@ -260,14 +186,14 @@ pub fn restore_with_stdio(
             let diff = image.join(crate::archive::ROOTFS_DIFF);
             let changes = RootfsChanges {
                 diff: diff.is_file().then_some(diff),
-                deleted: crate::rootfs_diff::read_deleted(&image)?,
+                deleted: crate::rootfs_diff::read_deleted(image)?,
             };
-            let bundle = given_bundle(args).unwrap_or_else(|| PathBuf::from("."));
+            let bundle = args.bundle.clone().unwrap_or_else(|| PathBuf::from("."));
             restore_image(
                 root,
                 global,
                 args,
-                &image,
+                image,
                 BundleSource::Given(bundle),
                 &changes,
                 stdio,
@@ -279,22 +205,23 @@ pub fn restore_with_stdio(
 /// The bounds and the signature policy of `restore --import`, from its
 /// flags (or their environment variables).
 pub fn import_policy(
-    args: &Restore,
+    args: &RestoreRequest,
 ) -> Result<(crate::archive::ImportLimits, crate::archive::Trust)> {
+    let opts = &args.import;
     let mut limits = crate::archive::ImportLimits::default();
-    if let Some(max) = args.import_max_size {
+    if let Some(max) = opts.max_size {
         limits.max_total_size = max;
         limits.max_entry_size = limits.max_entry_size.min(max);
     }
-    if let Some(reserve) = args.import_reserve {
+    if let Some(reserve) = opts.reserve {
         limits.reserve_bytes = reserve;
     }
-    let verify_key = args
+    let verify_key = opts
         .verify_key
         .as_deref()
         .map(crate::signing::load_verifying_key)
         .transpose()?;
-    if args.require_signature && verify_key.is_none() {
+    if opts.require_signature && verify_key.is_none() {
         return Err(RuntimeError::InvalidValue {
             what: "--require-signature",
             value: String::new(),
@@ -306,7 +233,7 @@ pub fn import_policy(
     }
     let trust = crate::archive::Trust {
         verify_key,
-        require_signature: args.require_signature,
+        require_signature: opts.require_signature,
     };
     Ok((limits, trust))
 }
@@ -338,12 +265,12 @@ fn warn_unauthenticated(id: &str, file: &Path, status: &crate::archive::Signatur
 
 /// Restores an archive already checked whole and extracted (by
 /// `archive::import`, or received by `godwit receive` under the same checks)
-/// as container `args.container_id`: onto `--bundle`, or a bundle recreated
+/// as container `args.id`: onto `args.bundle`, or a bundle recreated
 /// from the archive. A failure leaves no container behind.
 pub fn restore_imported(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     imported: &crate::archive::Imported,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
@@ -351,7 +278,7 @@ pub fn restore_imported(
         diff: imported.rootfs_diff.clone(),
         deleted: imported.deleted_files.clone(),
     };
-    let source = match given_bundle(args) {
+    let source = match args.bundle.clone() {
         Some(bundle) => BundleSource::Given(bundle),
         None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
     };
@@ -366,22 +293,20 @@ pub fn restore_imported(
     )
 }
 
-/// `--bundle`, unless left out (an empty path).
-fn given_bundle(args: &Restore) -> Option<PathBuf> {
-    (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone())
-}
-
 /// `restore --import` without `--bundle`: the bundle is made again from the
 /// archive under `--work-path` (or the state root): the checkpointed spec,
 /// and the recorded rootfs base with the changes stacked on it as an overlay.
 fn recreate_bundle(
     root: &StateRoot,
-    args: &Restore,
+    args: &RestoreRequest,
     imported: &crate::archive::Imported,
     changes: &RootfsChanges,
 ) -> Result<RecreatedBundle> {
-    let id = args.container_id.as_str();
-    let archive = args.import.clone().unwrap_or_default();
+    let id = args.id.as_str();
+    let archive = match &args.source {
+        RestoreSource::Archive(file) => file.clone(),
+        RestoreSource::Image(dir) => dir.clone(),
+    };
     let base = imported
         .config
         .rootfs_base
@@ -411,10 +336,10 @@ fn recreate_bundle(
 /// pty's master to (the caller's, or godwit's own for a foreground restore).
 fn console_for(
     root: &StateRoot,
-    args: &Restore,
+    args: &RestoreRequest,
     spec: &Spec,
 ) -> Result<(Option<PathBuf>, Option<ConsoleSocket>)> {
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     let terminal = spec
         .process()
         .as_ref()
@@ -444,14 +369,14 @@ fn console_for(
 
 fn restore_image(
     root: &StateRoot,
-    global: &GlobalOpts,
-    args: &Restore,
+    global: &RuntimeOptions,
+    args: &RestoreRequest,
     image: &Path,
     source: BundleSource,
     changes: &RootfsChanges,
     stdio: Option<StubStdio>,
 ) -> Result<i32> {
-    let id = args.container_id.as_str();
+    let id = args.id.as_str();
     // Check the image before anything is created.
     let reader =
         godwit_checkpoint::image::ImageReader::open(image).map_err(|e| RuntimeError::Restore {
@@ -465,13 +390,25 @@ fn restore_image(
         path: image.to_path_buf(),
         reason: format!("{SPEC_DUMP}: {e} (not an image written by `godwit checkpoint`)"),
     })?;
-    let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
+    let archive_spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
     let bundle_dir = match &source {
         BundleSource::Given(dir) => dir.clone(),
         BundleSource::Recreated(made) => made.path().to_path_buf(),
     };
-    let (bundle, bundle_spec) = crate::bundle::load(&bundle_dir)?;
-    let rootfs = crate::bundle::rootfs(&bundle, &bundle_spec);
+    // The destination decides the container: the bundle's config.json is the
+    // spec it runs with; the checkpoint's is only compared with it.
+    let (bundle, spec) = crate::bundle::load(&bundle_dir)?;
+    crate::restore_policy::check_compatible(&archive_spec, &spec).map_err(|e| {
+        RuntimeError::Refused {
+            id: id.to_string(),
+            reason: format!(
+                "{e}; the restored processes depend on it. The container runs with {}'s config.json: \
+                 give a bundle whose config.json has what the checkpointed container had",
+                bundle.display()
+            ),
+        }
+    })?;
+    let rootfs = crate::bundle::rootfs(&bundle, &spec);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
     let (console_path, own_console) = console_for(root, args, &spec)?;
 
