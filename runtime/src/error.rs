@@ -68,6 +68,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
+    Key(#[from] crate::signing::KeyError),
     #[error("cgroup of container {id}")]
     Cgroup {
         id: String,

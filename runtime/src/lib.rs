@@ -18,6 +18,7 @@ pub mod restore_policy;
 pub mod restored;
 pub mod rootfs_diff;
 pub mod sealed;
+pub mod signing;
 pub mod store;
 pub mod timens;
 pub mod tmpfs;

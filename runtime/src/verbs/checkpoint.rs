@@ -18,6 +18,12 @@ pub fn checkpoint(
     root: &StateRoot,
     args: &CheckpointRequest,
 ) -> Result<godwit_checkpoint::DumpStats> {
+    // A bad key fails the checkpoint before anything is frozen.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(crate::signing::load_signing_key)
+        .transpose()?;
     let id = args.id.as_str();
     let mut container = root.load(id)?;
     // A paused container can be checkpointed too (containerd pauses a task
@@ -162,7 +168,15 @@ pub fn checkpoint(
     // archive's top level), whether exported or not.
     let written =
         capture_rootfs(&container, &spec, image).and_then(|captured| match &args.export {
-            Some(file) => export(&container, &spec, image, file, &stats, &captured),
+            Some(file) => export(
+                &container,
+                &spec,
+                image,
+                file,
+                &stats,
+                &captured,
+                sign_key.as_ref(),
+            ),
             None => Ok(()),
         });
     if let Err(e) = written {
@@ -243,6 +257,7 @@ fn export(
     file: &std::path::Path,
     stats: &godwit_checkpoint::DumpStats,
     captured: &crate::rootfs_diff::Captured,
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
     use crate::archive::ArchiveContents;
     let config = archive_config(container, spec, captured);
@@ -254,7 +269,7 @@ fn export(
         deleted_files: captured.deleted.clone(),
         stats: stats_json(stats, captured.entries),
     };
-    crate::archive::export(&contents, file).map_err(RuntimeError::from)
+    crate::archive::export_signed(&contents, file, sign_key).map_err(RuntimeError::from)
 }
 
 /// config.dump's record of a dumped container.
