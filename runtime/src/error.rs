@@ -56,6 +56,9 @@ pub enum RuntimeError {
         #[source]
         source: Box<godwit_checkpoint::Error>,
     },
+    /// A checkpoint asks for more than the destination allows.
+    #[error("restore of container {id} refused: {reason}")]
+    Refused { id: String, reason: String },
     #[error("restore of container {id}")]
     Restore {
         id: String,
@@ -71,6 +74,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
+    Key(#[from] crate::signing::KeyError),
     #[error("cgroup of container {id}")]
     Cgroup {
         id: String,

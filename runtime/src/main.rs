@@ -84,6 +84,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_json(&verbs::features::features()?)?;
             return Ok(0);
         }
+        Command::Keygen(args) if args.sign => {
+            let public = godwit_runtime::signing::write_key_pair(&args.file)?;
+            eprintln!(
+                "godwit: private key {} (for checkpoint --sign-key), public key {} (for restore --verify-key)",
+                args.file.display(),
+                public.display()
+            );
+            return Ok(0);
+        }
         Command::Keygen(args) => {
             godwit_runtime::migrate::keygen(&args.file)?;
             return Ok(0);

@@ -28,6 +28,12 @@ pub fn checkpoint(
     root: &StateRoot,
     args: &CheckpointRequest,
 ) -> Result<godwit_checkpoint::DumpStats> {
+    // A bad key fails the checkpoint before anything is frozen.
+    let sign_key = args
+        .sign_key
+        .as_deref()
+        .map(crate::signing::load_signing_key)
+        .transpose()?;
     let id = args.id.as_str();
     let mut target = read_target(root, id, "checkpoint")?;
     // With --export and no --image-path, the image is a temporary directory
@@ -81,7 +87,13 @@ pub fn checkpoint(
             stats = tree.finish().map_err(|e| dump_error(id, e))?;
         }
     }
-    if let Err(e) = write_rest(&target, image, args.export.as_deref(), &stats) {
+    if let Err(e) = write_rest(
+        &target,
+        image,
+        args.export.as_deref(),
+        &stats,
+        sign_key.as_ref(),
+    ) {
         let tree_held = held.is_some();
         if let Some(tree) = held {
             let _ = tree.abort();
@@ -297,6 +309,7 @@ fn write_rest(
     image: &std::path::Path,
     export_to: Option<&std::path::Path>,
     stats: &godwit_checkpoint::DumpStats,
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
     let captured = capture_rootfs(&target.container, &target.spec, image)?;
     match export_to {
@@ -307,6 +320,7 @@ fn write_rest(
             file,
             stats,
             &captured,
+            sign_key,
         ),
         None => Ok(()),
     }
@@ -387,6 +401,7 @@ fn export(
     file: &std::path::Path,
     stats: &godwit_checkpoint::DumpStats,
     captured: &crate::rootfs_diff::Captured,
+    sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
     use crate::archive::ArchiveContents;
     let config = archive_config(container, spec, captured);
@@ -398,7 +413,7 @@ fn export(
         deleted_files: captured.deleted.clone(),
         stats: stats_json(stats, captured.entries),
     };
-    crate::archive::export(&contents, file).map_err(RuntimeError::from)
+    crate::archive::export_signed(&contents, file, sign_key).map_err(RuntimeError::from)
 }
 
 /// config.dump's record of a dumped container.

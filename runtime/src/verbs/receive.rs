@@ -185,6 +185,7 @@ fn restore_args(req: &ReceiveRequest, origin: &Path) -> RestoreRequest {
         pid_file: req.pid_file.clone(),
         console_socket: None,
         no_pivot: false,
+        import: Default::default(),
     }
 }
 

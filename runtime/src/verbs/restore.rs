@@ -2,7 +2,8 @@
 //!
 //! libcontainer (0.7) has no restore of its own, and its executor runs in the
 //! container's init only after the user switch, capability drop and seccomp.
-//! So the container is created from the checkpointed spec widened for a stub
+//! So the container is created from the destination's spec (the bundle's
+//! config.json, compared with the checkpointed one) widened for a stub
 //! (root, full capabilities, no seccomp, no no_new_privs); its executor parks
 //! in pause(); godwit stops and seizes it and the dumper rebuilds the process
 //! tree in it, applying the workload's own creds and seccomp filters last.
@@ -163,10 +164,12 @@ pub fn restore_with_stdio(
         RestoreSource::Archive(file) => {
             // The archive is checked whole before anything is extracted, and
             // extracted next to the state; gone again whatever happens.
+            let (limits, trust) = import_policy(args)?;
             let dest = root.path().join(format!(".{id}.import"));
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
-            let imported = crate::archive::import(file, &dest, &Default::default())?;
+            let imported = crate::archive::import_trusted(file, &dest, &limits, &trust)?;
+            warn_unauthenticated(id, file, &imported.signature);
             restore_imported(root, global, args, &imported, stdio)
         }
         RestoreSource::Image(image) => {
@@ -197,6 +200,67 @@ pub fn restore_with_stdio(
             )
         }
     }
+}
+
+/// The bounds and the signature policy of `restore --import`, from its
+/// flags (or their environment variables).
+pub fn import_policy(
+    args: &RestoreRequest,
+) -> Result<(crate::archive::ImportLimits, crate::archive::Trust)> {
+    let opts = &args.import;
+    let mut limits = crate::archive::ImportLimits::default();
+    if let Some(max) = opts.max_size {
+        limits.max_total_size = max;
+        limits.max_entry_size = limits.max_entry_size.min(max);
+    }
+    if let Some(reserve) = opts.reserve {
+        limits.reserve_bytes = reserve;
+    }
+    let verify_key = opts
+        .verify_key
+        .as_deref()
+        .map(crate::signing::load_verifying_key)
+        .transpose()?;
+    if opts.require_signature && verify_key.is_none() {
+        return Err(RuntimeError::InvalidValue {
+            what: "--require-signature",
+            value: String::new(),
+            reason: format!(
+                "a signature can only be checked with a key: give --verify-key PUB.pem (or {})",
+                crate::signing::VERIFY_KEY_ENV
+            ),
+        });
+    }
+    let trust = crate::archive::Trust {
+        verify_key,
+        require_signature: opts.require_signature,
+    };
+    Ok((limits, trust))
+}
+
+/// An archive restored without a checked signature: said on stderr.
+fn warn_unauthenticated(id: &str, file: &Path, status: &crate::archive::SignatureStatus) {
+    use crate::archive::SignatureStatus as S;
+    let msg = match status {
+        S::Verified { public_key } => {
+            tracing::info!(id, archive = %file.display(), key = %public_key, "archive signature verified");
+            return;
+        }
+        S::Unsigned => format!(
+            "archive {} is unauthenticated (not signed): its digests show it is whole, not who made it; \
+             sign it with `checkpoint --sign-key` and restore with --verify-key (or {}=1 to refuse unsigned archives)",
+            file.display(),
+            crate::signing::REQUIRE_ENV
+        ),
+        S::NotChecked { public_key } => format!(
+            "archive {} is signed (key {public_key}) but its signature was not checked: no --verify-key \
+             (or {}) was given, so it is unauthenticated",
+            file.display(),
+            crate::signing::VERIFY_KEY_ENV
+        ),
+    };
+    tracing::warn!(id, "{msg}");
+    eprintln!("godwit: warning: {msg}");
 }
 
 /// Restores an archive already checked whole and extracted (by
@@ -326,13 +390,25 @@ fn restore_image(
         path: image.to_path_buf(),
         reason: format!("{SPEC_DUMP}: {e} (not an image written by `godwit checkpoint`)"),
     })?;
-    let spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
+    let archive_spec: Spec = crate::bundle::parse_json(&spec_path, &spec_text)?;
     let bundle_dir = match &source {
         BundleSource::Given(dir) => dir.clone(),
         BundleSource::Recreated(made) => made.path().to_path_buf(),
     };
-    let (bundle, bundle_spec) = crate::bundle::load(&bundle_dir)?;
-    let rootfs = crate::bundle::rootfs(&bundle, &bundle_spec);
+    // The destination decides the container: the bundle's config.json is the
+    // spec it runs with; the checkpoint's is only compared with it.
+    let (bundle, spec) = crate::bundle::load(&bundle_dir)?;
+    crate::restore_policy::check_compatible(&archive_spec, &spec).map_err(|e| {
+        RuntimeError::Refused {
+            id: id.to_string(),
+            reason: format!(
+                "{e}; the restored processes depend on it. The container runs with {}'s config.json: \
+                 give a bundle whose config.json has what the checkpointed container had",
+                bundle.display()
+            ),
+        }
+    })?;
+    let rootfs = crate::bundle::rootfs(&bundle, &spec);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
     let (console_path, own_console) = console_for(root, args, &spec)?;
 
