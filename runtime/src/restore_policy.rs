@@ -4,10 +4,14 @@
 //! - [`check_compatible`]: the destination's spec (the `--bundle`'s
 //!   config.json) decides the container; the archive's spec is only compared
 //!   with it, for what the restored processes depend on.
+//! - [`Allowed`] and [`check_creds`]: no restored process gets more than the
+//!   destination's spec gives its process: uids/gids, groups, capabilities,
+//!   no_new_privs and seccomp filter.
 
 use std::collections::BTreeSet;
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use godwit_checkpoint::records::Creds;
+use oci_spec::runtime::{Capability, LinuxIdMapping, LinuxNamespaceType, Spec};
 
 /// The namespace types a spec asks for. The time namespace is left out:
 /// restore always puts the container in a new one (see `crate::timens`).
@@ -136,6 +140,270 @@ pub fn check_compatible(archive: &Spec, dest: &Spec) -> Result<(), Incompatible>
     Ok(())
 }
 
+/// Which ids (host view, as the dumper records them) a restored process may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdRule {
+    /// Exactly this one.
+    Exactly(u32),
+    /// Any id in these host ranges (start, length): a root process in a
+    /// user namespace.
+    Within(Vec<(u32, u32)>),
+    /// Any id: a root process without a user namespace.
+    Any,
+}
+
+impl IdRule {
+    fn allows(&self, id: u32) -> bool {
+        match self {
+            IdRule::Exactly(x) => *x == id,
+            IdRule::Within(ranges) => ranges.iter().any(|&(start, len)| {
+                id >= start && u64::from(id) < u64::from(start) + u64::from(len)
+            }),
+            IdRule::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for IdRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdRule::Exactly(x) => write!(f, "{x}"),
+            IdRule::Within(r) => write!(f, "within the user namespace's host ranges {r:?}"),
+            IdRule::Any => write!(f, "any"),
+        }
+    }
+}
+
+/// What the destination's spec allows a restored process, in the terms the
+/// dumper records (host-view ids, capability bit masks, BPF programs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub uids: IdRule,
+    pub gids: IdRule,
+    /// Supplementary groups (None: any, for a root process).
+    pub groups: Option<Vec<u32>>,
+    pub cap_bnd: u64,
+    /// What the permitted and effective sets may hold.
+    pub cap_prm: u64,
+    pub cap_inh: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    /// The spec's seccomp filter compiled as `create` compiles it.
+    pub seccomp: Option<Vec<u8>>,
+}
+
+/// The host id of container id `id` under `maps` (None: not mapped).
+fn to_host(id: u32, maps: &[LinuxIdMapping]) -> Option<u32> {
+    maps.iter().find_map(|m| {
+        let off = id.checked_sub(m.container_id())?;
+        (off < m.size())
+            .then(|| m.host_id().checked_add(off))
+            .flatten()
+    })
+}
+
+fn cap_mask(set: Option<&std::collections::HashSet<Capability>>) -> u64 {
+    set.into_iter()
+        .flatten()
+        .filter_map(|c| format!("CAP_{c}").parse::<caps::Capability>().ok())
+        .map(|c| 1u64 << c.index())
+        .fold(0, |a, b| a | b)
+}
+
+const CAP_SETPCAP: u64 = 1 << 8;
+
+impl Allowed {
+    /// The bounds of `spec`'s process; `seccomp` is its filter compiled
+    /// (see [`compile_seccomp`]).
+    pub fn from_spec(spec: &Spec, seccomp: Option<Vec<u8>>) -> Allowed {
+        let (uid, gid, extra) = user_of(spec);
+        let linux = spec.linux().as_ref();
+        // A user namespace the container makes (not one it joins by path):
+        // its mappings turn the spec's ids into the host's the dumper saw.
+        let userns = linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+        let uid_maps = linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default();
+        let gid_maps = linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default();
+        let (uids, gids, groups) = if !userns || (uid_maps.is_empty() && gid_maps.is_empty()) {
+            if uid == 0 {
+                (IdRule::Any, IdRule::Any, None)
+            } else {
+                let mut g = extra.clone();
+                g.push(gid);
+                (IdRule::Exactly(uid), IdRule::Exactly(gid), Some(g))
+            }
+        } else if uid == 0 {
+            let ranges = |m: &[LinuxIdMapping]| m.iter().map(|m| (m.host_id(), m.size())).collect();
+            (
+                IdRule::Within(ranges(&uid_maps)),
+                IdRule::Within(ranges(&gid_maps)),
+                None,
+            )
+        } else {
+            // An unmapped id cannot be held at all: nothing is allowed.
+            let none = IdRule::Within(Vec::new());
+            let u = to_host(uid, &uid_maps).map_or(none.clone(), IdRule::Exactly);
+            let g = to_host(gid, &gid_maps).map_or(none, IdRule::Exactly);
+            let groups = extra
+                .iter()
+                .chain(std::iter::once(&gid))
+                .filter_map(|&x| to_host(x, &gid_maps))
+                .collect();
+            (u, g, Some(groups))
+        };
+        let process = spec.process().as_ref();
+        let caps = process.and_then(|p| p.capabilities().as_ref());
+        let bnd = cap_mask(caps.and_then(|c| c.bounding().as_ref()));
+        let mut prm = cap_mask(caps.and_then(|c| c.permitted().as_ref()));
+        let no_new_privs = process.and_then(|p| p.no_new_privileges()).unwrap_or(false);
+        // An execve gives a root process (and, without no_new_privs, a
+        // file with capabilities) a permitted set up to the bounding set.
+        if uid == 0 || !no_new_privs {
+            prm |= bnd;
+        }
+        let mut inh = cap_mask(caps.and_then(|c| c.inheritable().as_ref())) | prm;
+        if prm & CAP_SETPCAP != 0 {
+            inh |= bnd;
+        }
+        let amb = cap_mask(caps.and_then(|c| c.ambient().as_ref())) | (prm & inh);
+        Allowed {
+            uids,
+            gids,
+            groups,
+            cap_bnd: bnd,
+            cap_prm: prm,
+            cap_inh: inh,
+            cap_amb: amb,
+            no_new_privs,
+            seccomp,
+        }
+    }
+}
+
+/// The spec's seccomp filter as the BPF program `create` loads (None: the
+/// spec has none).
+pub fn compile_seccomp(spec: &Spec) -> Result<Option<Vec<u8>>, String> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    libcontainer::seccomp::compile_bpf(seccomp)
+        .map(Some)
+        .map_err(|e| format!("linux.seccomp cannot be compiled: {e}"))
+}
+
+/// A process record that asks for more than the destination's spec allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("process {pid} of the image: {field} is {found}, the destination's spec allows {allowed}")]
+pub struct CredsRefused {
+    pub pid: i32,
+    pub field: &'static str,
+    pub found: String,
+    pub allowed: String,
+}
+
+fn caps_beyond(have: u64, allowed: u64) -> Option<String> {
+    let extra = have & !allowed;
+    (extra != 0).then(|| {
+        let names: Vec<String> = (0..64)
+            .filter(|b| extra & (1u64 << b) != 0)
+            .map(|b| {
+                caps::all()
+                    .into_iter()
+                    .find(|c| c.index() == b)
+                    .map_or(format!("cap {b}"), |c| c.to_string())
+            })
+            .collect();
+        names.join(",")
+    })
+}
+
+/// Checks the credentials of process `pid` of an image (`creds`, and the
+/// BPF programs of its seccomp filters, oldest first) against `allowed`.
+pub fn check_creds(
+    pid: i32,
+    creds: &Creds,
+    filters: &[Vec<u8>],
+    allowed: &Allowed,
+) -> Result<(), CredsRefused> {
+    let refuse = |field, found: String, allowed: String| CredsRefused {
+        pid,
+        field,
+        found,
+        allowed,
+    };
+    const ID_NAMES: [&str; 4] = ["real", "effective", "saved", "filesystem"];
+    for (i, &u) in creds.uids.iter().enumerate() {
+        if !allowed.uids.allows(u) {
+            return Err(refuse(
+                "uid",
+                format!("{u} ({})", ID_NAMES.get(i).unwrap_or(&"extra")),
+                allowed.uids.to_string(),
+            ));
+        }
+    }
+    for (i, &g) in creds.gids.iter().enumerate() {
+        if !allowed.gids.allows(g) {
+            return Err(refuse(
+                "gid",
+                format!("{g} ({})", ID_NAMES.get(i).unwrap_or(&"extra")),
+                allowed.gids.to_string(),
+            ));
+        }
+    }
+    if let Some(groups) = &allowed.groups {
+        if let Some(g) = creds.groups.iter().find(|g| !groups.contains(g)) {
+            return Err(refuse(
+                "supplementary group",
+                g.to_string(),
+                format!("{groups:?} (process.user.gid and additionalGids)"),
+            ));
+        }
+    }
+    let sets = [
+        ("bounding capabilities", creds.cap_bnd, allowed.cap_bnd),
+        ("permitted capabilities", creds.cap_prm, allowed.cap_prm),
+        ("effective capabilities", creds.cap_eff, allowed.cap_prm),
+        ("inheritable capabilities", creds.cap_inh, allowed.cap_inh),
+        ("ambient capabilities", creds.cap_amb, allowed.cap_amb),
+    ];
+    for (field, have, may) in sets {
+        if let Some(extra) = caps_beyond(have, may) {
+            return Err(refuse(
+                field,
+                format!("{have:#x} (beyond the spec: {extra})"),
+                format!("{may:#x}"),
+            ));
+        }
+    }
+    if allowed.no_new_privs && !creds.no_new_privs {
+        return Err(refuse(
+            "no_new_privs",
+            "not set".into(),
+            "only processes with it set (process.noNewPrivileges is true)".into(),
+        ));
+    }
+    if let Some(prog) = &allowed.seccomp {
+        if !filters.iter().any(|f| f == prog) {
+            return Err(refuse(
+                "seccomp filters",
+                format!(
+                    "{} filter(s), none of them the spec's ({} bytes of BPF)",
+                    filters.len(),
+                    prog.len()
+                ),
+                "the spec's linux.seccomp among them (a process may add filters, never drop it)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +495,147 @@ mod tests {
             check_compatible(&spec(a), &spec(base())).unwrap_err().field,
             "process.terminal"
         );
+    }
+
+    fn creds_spec() -> Spec {
+        let mut v = base();
+        let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        v["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+        });
+        v["process"]["noNewPrivileges"] = json!(true);
+        spec(v)
+    }
+
+    fn good_creds() -> Creds {
+        let caps = (1 << 29) | (1 << 5) | (1 << 10);
+        Creds {
+            uids: vec![1000; 4],
+            gids: vec![1000; 4],
+            groups: vec![],
+            cap_inh: 0,
+            cap_prm: caps,
+            cap_eff: caps,
+            cap_bnd: caps,
+            cap_amb: caps,
+            no_new_privs: true,
+        }
+    }
+
+    #[test]
+    fn creds_within_the_spec_pass() {
+        let allowed = Allowed::from_spec(&creds_spec(), None);
+        assert_eq!(check_creds(7, &good_creds(), &[], &allowed), Ok(()));
+        // Fewer is always fine.
+        let mut fewer = good_creds();
+        fewer.cap_eff = 0;
+        fewer.cap_amb = 0;
+        assert_eq!(check_creds(7, &fewer, &[], &allowed), Ok(()));
+    }
+
+    #[test]
+    fn a_raised_uid_or_gid_or_group_is_refused_naming_the_pid() {
+        let allowed = Allowed::from_spec(&creds_spec(), None);
+        let mut c = good_creds();
+        c.uids[1] = 0;
+        let e = check_creds(7, &c, &[], &allowed).unwrap_err();
+        assert_eq!(
+            (e.pid, e.field, e.found.as_str()),
+            (7, "uid", "0 (effective)")
+        );
+        assert!(
+            e.to_string()
+                .starts_with("process 7 of the image: uid is 0"),
+            "{e}"
+        );
+        let mut c = good_creds();
+        c.gids[0] = 0;
+        assert_eq!(check_creds(7, &c, &[], &allowed).unwrap_err().field, "gid");
+        let mut c = good_creds();
+        c.groups = vec![0];
+        assert_eq!(
+            check_creds(7, &c, &[], &allowed).unwrap_err().field,
+            "supplementary group"
+        );
+    }
+
+    #[test]
+    fn capabilities_beyond_the_spec_are_refused_by_set() {
+        let allowed = Allowed::from_spec(&creds_spec(), None);
+        let all = (1u64 << 41) - 1;
+        let mut c = good_creds();
+        c.cap_bnd = all;
+        let e = check_creds(7, &c, &[], &allowed).unwrap_err();
+        assert_eq!(e.field, "bounding capabilities");
+        assert!(e.found.contains("CAP_SYS_ADMIN"), "{e}");
+        for (field, set) in [
+            ("permitted capabilities", 0),
+            ("effective capabilities", 1),
+            ("inheritable capabilities", 2),
+            ("ambient capabilities", 3),
+        ] {
+            let mut c = good_creds();
+            match set {
+                0 => c.cap_prm = all,
+                1 => c.cap_eff = all,
+                2 => c.cap_inh = all,
+                _ => c.cap_amb = all,
+            }
+            assert_eq!(check_creds(7, &c, &[], &allowed).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn no_new_privs_must_be_kept_where_the_spec_sets_it() {
+        let allowed = Allowed::from_spec(&creds_spec(), None);
+        let mut c = good_creds();
+        c.no_new_privs = false;
+        assert_eq!(
+            check_creds(7, &c, &[], &allowed).unwrap_err().field,
+            "no_new_privs"
+        );
+    }
+
+    #[test]
+    fn the_specs_seccomp_filter_must_be_among_the_images() {
+        let allowed = Allowed::from_spec(&creds_spec(), Some(vec![1, 2, 3, 4]));
+        let e = check_creds(7, &good_creds(), &[], &allowed).unwrap_err();
+        assert_eq!(e.field, "seccomp filters");
+        assert!(check_creds(7, &good_creds(), &[vec![9]], &allowed).is_err());
+        assert_eq!(
+            check_creds(7, &good_creds(), &[vec![9], vec![1, 2, 3, 4]], &allowed),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn root_may_hold_any_id_within_its_user_namespace() {
+        let mut v = base();
+        v["process"]["user"] = json!({"uid": 0, "gid": 0});
+        let allowed = Allowed::from_spec(&spec(v.clone()), None);
+        let mut c = good_creds();
+        c.uids = vec![5, 5, 5, 5];
+        c.gids = vec![5, 5, 5, 5];
+        c.groups = vec![12];
+        c.no_new_privs = false;
+        // The spec gives no capabilities at all.
+        (c.cap_bnd, c.cap_prm, c.cap_eff, c.cap_amb) = (0, 0, 0, 0);
+        assert_eq!(check_creds(1, &c, &[], &allowed), Ok(()));
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let allowed = Allowed::from_spec(&spec(v.clone()), None);
+        assert_eq!(check_creds(1, &c, &[], &allowed).unwrap_err().field, "uid");
+        c.uids = vec![100005; 4];
+        c.gids = vec![100005; 4];
+        assert_eq!(check_creds(1, &c, &[], &allowed), Ok(()));
+        // A non-root user is its one mapped id.
+        v["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        let allowed = Allowed::from_spec(&spec(v), None);
+        assert_eq!(allowed.uids, IdRule::Exactly(101000));
+        assert_eq!(allowed.gids, IdRule::Exactly(101000));
     }
 }

@@ -408,6 +408,7 @@ fn restore_image(
             ),
         }
     })?;
+    check_image_creds(id, &reader, &spec)?;
     let rootfs = crate::bundle::rootfs(&bundle, &spec);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
     let (console_path, own_console) = console_for(root, args, &spec)?;
@@ -510,6 +511,55 @@ fn restore_image(
     let _ = crate::verbs::delete::delete_container(&mut container, id, true);
     record.cleanup();
     status
+}
+
+/// No process gets more than the destination's spec allows: every process
+/// record's credentials and seccomp filters are checked against `spec`
+/// before anything is created (see `restore_policy::check_creds`).
+fn check_image_creds(
+    id: &str,
+    reader: &godwit_checkpoint::image::ImageReader,
+    spec: &Spec,
+) -> Result<()> {
+    use crate::restore_policy::{check_creds, compile_seccomp, Allowed};
+    let refused = |reason: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason,
+    };
+    let seccomp = compile_seccomp(spec).map_err(refused)?;
+    let allowed = Allowed::from_spec(spec, seccomp);
+    for entry in &reader.inventory.processes {
+        let img: godwit_checkpoint::records::ProcessImage = reader
+            .read_json(&entry.record)
+            .map_err(|e| RuntimeError::Restore {
+                id: id.to_string(),
+                source: Box::new(e),
+            })?;
+        // A program that is not hex matches nothing (and the restorer refuses it).
+        let filters: Vec<Vec<u8>> = img
+            .seccomp
+            .filters
+            .iter()
+            .map(|f| unhex(&f.prog).unwrap_or_default())
+            .collect();
+        check_creds(entry.pid, &img.task.creds, &filters, &allowed).map_err(|e| {
+            refused(format!(
+                "{e}; a process may not get more than the spec gives it (the image was altered, \
+                 or checkpointed under another spec): restore with the container's own config.json"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
 }
 
 /// Starts the stub, stops it, and lets the dumper rebuild the tree in it;
