@@ -136,7 +136,8 @@ fn guard_main(read_end: OwnedFd, parent: OwnedFd, plan: &GuardPlan, parent_pid: 
     let _ = nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(10_000u16));
     let mut done = Vec::new();
     if let Some(freezer) = &plan.freezer {
-        let state = crate::tmpfs::set_frozen(freezer, plan.paused);
+        let state =
+            godwit_checkpoint::freezer::Freezer::at(freezer).and_then(|f| f.set(plan.paused));
         done.push(match (state, plan.paused) {
             (Ok(()), true) => "paused the container again".to_string(),
             (Ok(()), false) => "thawed the container".to_string(),
