@@ -181,7 +181,7 @@ fn archive_temporaries(archive: &Path, pid: i32) -> Vec<PathBuf> {
     } else {
         dir
     };
-    let prefix = format!(".{}.{pid}.", name.to_string_lossy());
+    let name = name.to_string_lossy();
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -190,7 +190,7 @@ fn archive_temporaries(archive: &Path, pid: i32) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .map(|n| n.to_string_lossy())
-                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+                        .is_some_and(|n| crate::archive::is_temporary(&n, &name, pid))
                 })
                 .collect()
         })
