@@ -375,16 +375,37 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
 
 /// [`export`], with `config.dump.sig` (an Ed25519 signature over
 /// config.dump's exact bytes) right after config.dump when `key` is given.
+/// The passes: the contents checked as import would check them, every entry
+/// planned, each listed with its size and digest, config.dump (and its
+/// signature) put first, and the archive written whole under a temporary
+/// name, then renamed.
 pub fn export_signed(
     contents: &ArchiveContents,
     file: &Path,
     key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
-    let fail = |reason: String| ArchiveError::Export {
+    check_contents(contents, file)?;
+    let body = plan_entries(contents, file)?;
+    let listed = list_entries(&body)?;
+    let config_bytes = config_dump_bytes(&contents.config, &listed)
+        .map_err(|e| export_failed(file, format!("cannot serialize config.dump: {e}")))?;
+    let signature = key.map(|key| json_bytes(&crate::signing::sign(key, &config_bytes)));
+    let plan = with_head(config_bytes, signature, body);
+    write_archive(&plan, file)
+}
+
+fn export_failed(file: &Path, reason: String) -> ArchiveError {
+    ArchiveError::Export {
         archive: file.to_path_buf(),
         reason,
-    };
-    // What import refuses, export refuses to write.
+    }
+}
+
+/// Pass 1: what import refuses, export refuses to write — a spec that is
+/// not a JSON object, a deleted path import would refuse, an archive path
+/// that names no file or a directory.
+fn check_contents(contents: &ArchiveContents, file: &Path) -> Result<()> {
+    let fail = |reason: String| export_failed(file, reason);
     match serde_json::from_slice::<serde_json::Value>(&contents.spec_dump) {
         Ok(v) if v.is_object() => {}
         Ok(_) => return Err(fail("the spec (spec.dump) is not a JSON object".into())),
@@ -395,15 +416,18 @@ pub fn export_signed(
             return Err(fail(format!("deleted file [{i}] {p:?}: {reason}")));
         }
     }
-    let name = file
-        .file_name()
-        .ok_or_else(|| fail("the path names no file".into()))?;
+    if file.file_name().is_none() {
+        return Err(fail("the path names no file".into()));
+    }
     if file.is_dir() {
         return Err(fail("it is a directory; give a file name".into()));
     }
+    Ok(())
+}
 
-    // Everything but config.dump, with sizes, so config.dump (first in the
-    // archive, read first on import) can list them.
+/// Pass 2: every entry but config.dump, in archive order: the runtime's
+/// files, the image directory (sorted), the rootfs diff.
+fn plan_entries(contents: &ArchiveContents, file: &Path) -> Result<Vec<Planned>> {
     let mut plan = vec![
         Planned {
             name: SPEC_DUMP.into(),
@@ -425,83 +449,121 @@ pub fn export_signed(
     let image_meta = fs::metadata(&contents.image_dir)
         .map_err(io_err(&contents.image_dir, "reading the image directory"))?;
     if !image_meta.is_dir() {
-        return Err(fail(format!(
-            "image directory {} is not a directory",
-            contents.image_dir.display()
-        )));
+        return Err(export_failed(
+            file,
+            format!(
+                "image directory {} is not a directory",
+                contents.image_dir.display()
+            ),
+        ));
     }
     plan_dir(&contents.image_dir, IMAGE_DIR, &mut plan, file)?;
-    // The rootfs changes checkpoint leaves in the image directory travel at
-    // the archive's top level (rootfs_diff, deleted_files), not twice.
-    plan.retain(|p| {
-        p.name != format!("{IMAGE_DIR}/{ROOTFS_DIFF}")
-            && p.name != format!("{IMAGE_DIR}/{DELETED_FILES}")
-    });
+    plan.retain(|p| !moved_to_top(&p.name));
     if let Some(diff) = &contents.rootfs_diff {
         let meta = fs::metadata(diff).map_err(io_err(diff, "reading the rootfs diff"))?;
         if !meta.is_file() {
-            return Err(fail(format!(
-                "rootfs diff {} is not a regular file",
-                diff.display()
-            )));
+            return Err(export_failed(
+                file,
+                format!("rootfs diff {} is not a regular file", diff.display()),
+            ));
         }
         plan.push(Planned {
             name: ROOTFS_DIFF.into(),
             source: Source::File(diff.clone(), meta.len()),
         });
     }
-    let mut listed: Vec<ListedEntry> = Vec::with_capacity(plan.len());
-    for p in &plan {
-        let (kind, size, sha256) = match &p.source {
-            Source::Bytes(b) => (Kind::File, b.len() as u64, Some(digest_of(b))),
-            Source::File(path, len) => (Kind::File, *len, Some(digest_file(path, *len)?)),
-            Source::Dir => (Kind::Dir, 0, None),
-        };
-        listed.push(ListedEntry {
-            path: p.name.clone(),
-            kind,
-            size,
-            sha256,
+    Ok(plan)
+}
+
+/// The rootfs changes checkpoint leaves in the image directory travel at
+/// the archive's top level (rootfs_diff, deleted_files), not twice.
+fn moved_to_top(entry: &str) -> bool {
+    entry
+        .strip_prefix(IMAGE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| name == ROOTFS_DIFF || name == DELETED_FILES)
+}
+
+/// Pass 3: config.dump's list of the planned entries, with their sizes and
+/// digests (files are read once for it, and again when written).
+fn list_entries(plan: &[Planned]) -> Result<Vec<ListedEntry>> {
+    plan.iter()
+        .map(|p| {
+            let (kind, size, sha256) = match &p.source {
+                Source::Bytes(b) => (Kind::File, b.len() as u64, Some(digest_of(b))),
+                Source::File(path, len) => (Kind::File, *len, Some(digest_file(path, *len)?)),
+                Source::Dir => (Kind::Dir, 0, None),
+            };
+            Ok(ListedEntry {
+                path: p.name.clone(),
+                kind,
+                size,
+                sha256,
+            })
+        })
+        .collect()
+}
+
+/// config.dump's bytes: the record with `entries`, the list of every other
+/// entry.
+fn config_dump_bytes(
+    config: &ArchiveConfig,
+    listed: &[ListedEntry],
+) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(config)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("entries".into(), serde_json::to_value(listed)?);
+    }
+    Ok(json_bytes(&value))
+}
+
+/// Pass 4: config.dump first (import reads it first), its signature second,
+/// then the planned entries.
+fn with_head(config: Vec<u8>, signature: Option<Vec<u8>>, body: Vec<Planned>) -> Vec<Planned> {
+    let mut plan = Vec::with_capacity(body.len() + 2);
+    plan.push(Planned {
+        name: CONFIG_DUMP.into(),
+        source: Source::Bytes(config),
+    });
+    if let Some(sig) = signature {
+        plan.push(Planned {
+            name: SIGNATURE.into(),
+            source: Source::Bytes(sig),
         });
     }
-    let mut config = serde_json::to_value(&contents.config)
-        .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?;
-    if let Some(obj) = config.as_object_mut() {
-        obj.insert(
-            "entries".into(),
-            serde_json::to_value(&listed)
-                .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?,
-        );
-    }
-    let config_bytes = json_bytes(&config);
-    if let Some(key) = key {
-        let sig = crate::signing::sign(key, &config_bytes);
-        plan.insert(
-            0,
-            Planned {
-                name: SIGNATURE.into(),
-                source: Source::Bytes(json_bytes(&sig)),
-            },
-        );
-    }
-    plan.insert(
-        0,
-        Planned {
-            name: CONFIG_DUMP.into(),
-            source: Source::Bytes(config_bytes),
-        },
-    );
+    plan.extend(body);
+    plan
+}
 
+/// The temporary name the archive `name` is written under by process `pid`
+/// (the dump guard removes `.NAME.PID.*.tmp` of a killed checkpoint).
+pub(crate) fn temporary_name(name: &str, pid: u32, nanos: u32) -> String {
+    format!(".{name}.{pid}.{nanos}.tmp")
+}
+
+/// Whether `file_name` is a temporary name of archive `name` written by
+/// process `pid` ([`temporary_name`]).
+pub(crate) fn is_temporary(file_name: &str, name: &str, pid: i32) -> bool {
+    file_name
+        .strip_prefix(&format!(".{name}.{pid}."))
+        .is_some_and(|rest| rest.ends_with(".tmp"))
+}
+
+/// Pass 5: the archive written to a temp file next to `file` (0600), tar or
+/// (a `.zst` name) zstd with a checksum, synced, and renamed over `file`
+/// only when complete, then the directory synced.
+fn write_archive(plan: &[Planned], file: &Path) -> Result<()> {
+    let name = file
+        .file_name()
+        .ok_or_else(|| export_failed(file, "the path names no file".into()))?;
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let nanos = Utc::now().timestamp_subsec_nanos();
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
+    let tmp = dir.join(temporary_name(
+        &name.to_string_lossy(),
         std::process::id(),
-        nanos
+        Utc::now().timestamp_subsec_nanos(),
     ));
     let out = OpenOptions::new()
         .write(true)
@@ -518,7 +580,7 @@ pub fn export_signed(
         enc.include_checksum(true)
             .map_err(io_err(&tmp, "starting zstd"))?;
         let mut builder = tar::Builder::new(enc);
-        write_plan(&mut builder, &plan, &tmp)?;
+        write_plan(&mut builder, plan, &tmp)?;
         let enc = builder
             .into_inner()
             .map_err(io_err(&tmp, "finishing the tar stream"))?;
@@ -526,7 +588,7 @@ pub fn export_signed(
             .map_err(io_err(&tmp, "finishing the zstd stream"))?
     } else {
         let mut builder = tar::Builder::new(out);
-        write_plan(&mut builder, &plan, &tmp)?;
+        write_plan(&mut builder, plan, &tmp)?;
         builder
             .into_inner()
             .map_err(io_err(&tmp, "finishing the tar stream"))?
@@ -1775,14 +1837,7 @@ pub fn config_dump_for(config: &ArchiveConfig, entries: &[(String, bool, u64)]) 
             sha256: None,
         })
         .collect();
-    let mut v = serde_json::to_value(config).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "entries".into(),
-            serde_json::to_value(&listed).unwrap_or_default(),
-        );
-    }
-    json_bytes(&v)
+    config_dump_bytes(config, &listed).unwrap_or_default()
 }
 
 /// `import`'s checks, for an archive that arrives entry by entry and is
@@ -2107,6 +2162,54 @@ fn extract(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootfs_changes_travel_once_at_the_top() {
+        assert!(moved_to_top("checkpoint/rootfs-diff.tar"));
+        assert!(moved_to_top("checkpoint/deleted.files"));
+        assert!(!moved_to_top("rootfs-diff.tar"));
+        assert!(!moved_to_top("checkpoint/sub/deleted.files"));
+        assert!(!moved_to_top("checkpointx/deleted.files"));
+        assert!(!moved_to_top("checkpoint/inventory.json"));
+    }
+
+    #[test]
+    fn config_dump_then_signature_then_the_rest() {
+        let body = vec![Planned {
+            name: SPEC_DUMP.into(),
+            source: Source::Dir,
+        }];
+        let names = |p: &[Planned]| p.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let plan = with_head(b"{}".to_vec(), Some(b"sig".to_vec()), body);
+        assert_eq!(names(&plan), [CONFIG_DUMP, SIGNATURE, SPEC_DUMP]);
+        let plan = with_head(b"{}".to_vec(), None, Vec::new());
+        assert_eq!(names(&plan), [CONFIG_DUMP]);
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_by_pid() {
+        let t = temporary_name("c.tar.zst", 42, 7);
+        assert_eq!(t, ".c.tar.zst.42.7.tmp");
+        assert!(is_temporary(&t, "c.tar.zst", 42));
+        assert!(!is_temporary(&t, "c.tar.zst", 4));
+        assert!(!is_temporary(&t, "c.tar", 42));
+        assert!(!is_temporary(".c.tar.zst.42.7", "c.tar.zst", 42));
+    }
+
+    #[test]
+    fn config_dump_lists_the_entries() {
+        let listed = vec![ListedEntry {
+            path: "spec.dump".into(),
+            kind: Kind::File,
+            size: 2,
+            sha256: Some("ab".into()),
+        }];
+        let bytes = config_dump_bytes(&ArchiveConfig::new("c1"), &listed).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["entries"][0]["path"], "spec.dump");
+        assert_eq!(v["entries"][0]["type"], "file");
+        assert_eq!(v["entries"][0]["sha256"], "ab");
+    }
 
     /// An archive that differs on the second read (here: the list the first
     /// pass made is altered) fails extraction midway, and what was written
