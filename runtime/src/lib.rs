@@ -14,6 +14,7 @@ pub mod netns_state;
 pub mod notify;
 pub mod overlay;
 pub mod requests;
+pub mod restore_journal;
 pub mod restore_policy;
 pub mod restored;
 pub mod rootfs_diff;

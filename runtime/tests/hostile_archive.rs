@@ -53,7 +53,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
 
 /// A running counter container that wrote a file into its rootfs (so the
 /// archive has a rootfs diff), checkpointed into `archive` with `extra` args.
-fn checkpointed(g: &Godwit, name: &str, archive: &Path, extra: &[&str]) {
+fn checkpointed(g: &Godwit, name: &str, archive: &Path, extra: &[&str]) -> Bundle {
     let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
     let id = g.id(name);
     g.start_detached_null(&bundle, &id);
@@ -65,6 +65,7 @@ fn checkpointed(g: &Godwit, name: &str, archive: &Path, extra: &[&str]) {
     args.extend_from_slice(extra);
     args.push(&id);
     g.ok(&args);
+    bundle
 }
 
 /// `godwit restore --detach --import ARCHIVE --bundle BUNDLE ID EXTRA...`
@@ -316,4 +317,109 @@ fn an_unsigned_archive_is_refused_when_a_signature_is_required() {
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_restore_killed_midway_leaves_nothing_and_the_id_is_usable_again() {
+    let g = Godwit::new();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("ck.tar");
+    // Kept: its rootfs is the base a restore without --bundle stacks on.
+    let _source = checkpointed(&g, "killsrc", &archive, &[]);
+    // (pause point, --bundle given, what cleans up: the next restore of the
+    // id, or delete --force)
+    for (point, with_bundle, cleaner) in [
+        ("after-import", true, "restore"),
+        ("after-bundle", false, "delete"),
+        ("after-create", true, "delete"),
+        ("after-rebuild", false, "restore"),
+    ] {
+        let bundle = Bundle::new(&["counter", "10", "/tmp/count"]);
+        let id = g.id("killed");
+        let marker = dir.path().join(format!("{point}.pid"));
+        let mut cmd = g.cmd();
+        cmd.args(["restore", "--detach", "--import"]).arg(&archive);
+        if with_bundle {
+            cmd.arg("--bundle").arg(bundle.path());
+        }
+        let mut child = cmd
+            .arg(&id)
+            .env(
+                "GODWIT_TEST_PAUSE_AT",
+                format!("{point}:{}", marker.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid: i32 = wait_for(point, Duration::from_secs(30), || {
+            fs::read_to_string(&marker).ok()?.trim().parse().ok()
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert!(
+            g.root.path().join(format!(".{id}.restoring")).exists(),
+            "{point}: the killed restore left its journal"
+        );
+        // What it left, as the issue found it.
+        let left = |name: String| g.root.path().join(name).exists();
+        assert!(left(format!(".{id}.import")), "{point}: import dir");
+        match point {
+            "after-bundle" => {
+                let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+                assert!(
+                    mounts.contains(&format!(".{id}.bundle/rootfs")),
+                    "{point}: the overlay is mounted"
+                );
+            }
+            "after-create" | "after-rebuild" => {
+                assert!(
+                    g.state_dir(&id).join("state.json").exists(),
+                    "{point}: state"
+                );
+                assert!(left(format!(".{id}.restore")), "{point}: stub bundle");
+            }
+            _ => {}
+        }
+        if cleaner == "delete" {
+            g.ok(&["delete", "--force", &id]);
+            assert_nothing_left(&g, &id);
+        }
+        // The id restores again (after a kill at this point).
+        let mut args = vec!["restore", "--detach", "--import", archive.to_str().unwrap()];
+        if with_bundle {
+            args.extend(["--bundle", bundle.path().to_str().unwrap()]);
+        }
+        args.push(&id);
+        g.ok_null(&args);
+        assert_eq!(g.status(&id), "running", "{point}");
+        g.ok(&["delete", "--force", &id]);
+        assert_nothing_left(&g, &id);
+    }
+}
+
+#[test]
+fn ids_beginning_with_a_dot_are_refused_by_every_verb() {
+    let g = Godwit::new();
+    let bundle = Bundle::new(&["true"]);
+    let b = bundle.path().to_str().unwrap();
+    for args in [
+        vec!["create", "--bundle", b, ".x.import"],
+        vec!["run", "--bundle", b, ".x"],
+        vec!["restore", "--import", "/nonexistent.tar", ".x.restore"],
+        vec!["delete", "--force", ".x"],
+        vec!["state", ".x"],
+        vec!["kill", ".x", "KILL"],
+        vec!["checkpoint", ".x"],
+    ] {
+        let err = g.fails(&args);
+        assert!(err.contains("reserved for godwit"), "{args:?}: {err}");
+    }
+    assert_eq!(fs::read_dir(g.root.path()).unwrap().count(), 0);
 }

@@ -154,22 +154,37 @@ pub fn restore_with_stdio(
     crate::verbs::create::check_systemd(global)?;
     let id = args.id.as_str();
     validate_id(id)?;
+    // What a restore of this id killed midway left goes first.
+    crate::restore_journal::recover(root, id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
             id: id.to_string(),
             root: root.path().to_path_buf(),
         });
     }
+    // Checked before anything is written (a bad key changes nothing).
+    let (limits, trust) = import_policy(args)?;
+    let recreated = match (&args.source, &args.bundle) {
+        (RestoreSource::Archive(_), None) => Some(crate::restore_journal::recreated_bundle(
+            root,
+            id,
+            args.work_path.as_deref(),
+        )),
+        _ => None,
+    };
+    // Until the container runs (or this restore cleaned up after itself),
+    // the journal says what to remove if this process is killed.
+    let _journal = crate::restore_journal::begin(root, id, recreated, global.systemd_cgroup)?;
     match &args.source {
         RestoreSource::Archive(file) => {
             // The archive is checked whole before anything is extracted, and
             // extracted next to the state; gone again whatever happens.
-            let (limits, trust) = import_policy(args)?;
-            let dest = root.path().join(format!(".{id}.import"));
+            let dest = crate::restore_journal::import_dir(root, id);
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
             let imported = crate::archive::import_trusted(file, &dest, &limits, &trust)?;
             warn_unauthenticated(id, file, &imported.signature);
+            crate::restore_journal::test_pause("after-import");
             restore_imported(root, global, args, &imported, stdio)
         }
         RestoreSource::Image(image) => {
@@ -282,6 +297,7 @@ pub fn restore_imported(
         Some(bundle) => BundleSource::Given(bundle),
         None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
     };
+    crate::restore_journal::test_pause("after-bundle");
     restore_image(
         root,
         global,
@@ -424,7 +440,7 @@ fn restore_image(
 
     // libcontainer reads config.json from a bundle directory: the stub's
     // widened spec gets one of its own, next to the state directory.
-    let stub_bundle = root.path().join(format!(".{id}.restore"));
+    let stub_bundle = crate::restore_journal::stub_bundle(root, id);
     let _ = std::fs::remove_dir_all(&stub_bundle);
     std::fs::create_dir_all(&stub_bundle).map_err(|e| RuntimeError::io(&stub_bundle, e))?;
     let cleanup_bundle = RemoveOnDrop(stub_bundle.clone());
@@ -492,6 +508,8 @@ fn restore_image(
         record.cleanup();
         return Err(e);
     }
+    // Restored: the container is no debris if this process dies now.
+    crate::restore_journal::end(root, id);
     if let Some(pid_file) = &args.pid_file {
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
         std::fs::write(pid_file, pid.to_string()).map_err(|e| RuntimeError::io(pid_file, e))?;
@@ -582,6 +600,7 @@ fn rebuild(
     })?;
     kill(pid, Signal::SIGSTOP).map_err(|e| RuntimeError::sys(format!("stop stub {pid}"), e))?;
     wait_stopped(pid.as_raw())?;
+    crate::restore_journal::test_pause("after-create");
     // The stub's tmpfs mounts are fresh: refill them before the processes,
     // which may hold files there open, are rebuilt.
     let tmpfs = image.join(crate::tmpfs::TMPFS_DUMP);
@@ -610,6 +629,7 @@ fn rebuild(
             source: Box::new(e),
         }
     })?;
+    crate::restore_journal::test_pause("after-rebuild");
     for w in &stats.warnings {
         tracing::warn!(id, "{w}");
         eprintln!("godwit: warning: {w}");
