@@ -425,23 +425,24 @@ impl EventLog {
             .spawn()
             .expect("ctr events");
         let lines = Collected::start(child.stdout.take().expect("piped stdout"));
+        let events = EventLog { child, lines };
         let deadline = Instant::now() + Duration::from_secs(20);
         for n in 0u32.. {
             let label = format!("godwit.test/probe={n}");
             c.ok(&["namespaces", "label", &c.ns, &label]);
             let until = Instant::now() + Duration::from_millis(200);
             while Instant::now() < until {
-                if lines.now().contains("/namespaces/update") {
-                    return EventLog { child, lines };
+                if events.lines.now().contains("/namespaces/update") {
+                    return events;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(
-                Instant::now() < deadline,
-                "ctr events shows no event within 20 s"
-            );
+            if Instant::now() > deadline {
+                break;
+            }
         }
-        unreachable!("the loop returns or panics")
+        let seen = events.stop_when(|_| true);
+        panic!("ctr events shows no event within 20 s: {seen:?}");
     }
 
     /// Waits until the events satisfy `done` (at most 20 s), then stops
