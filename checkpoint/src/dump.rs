@@ -176,7 +176,7 @@ impl Held {
             unsafe { libc::kill(pid, libc::SIGSTOP) };
         }
         if let Some(cgroup) = &self.keep_frozen {
-            crate::freeze::freeze_again(cgroup)?;
+            crate::freezer::Freezer::at(cgroup)?.request_freeze()?;
         }
         std::mem::replace(&mut self.frozen, Frozen::empty()).release()
     }

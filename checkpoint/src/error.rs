@@ -51,6 +51,8 @@ pub enum Error {
         found_minor: u32,
         supported: u32,
     },
+    #[error("cgroup freezer {}: {what}", dir.display())]
+    Freezer { dir: PathBuf, what: String },
     #[error("vDSO: {0}")]
     Vdso(String),
     #[error("restore of pid {pid}: {what}")]
