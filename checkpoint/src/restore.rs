@@ -124,12 +124,15 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     let mut attached = Attached(Vec::new());
     let mut boost = crate::boost::Boost::new();
     let cpu = boost.pin();
+    let images = Images {
+        loaded: &loaded,
+        zombies: &inv.zombies,
+        order: &order,
+    };
     let result = restore_tree(
         cpu,
         stub_pid,
-        &loaded,
-        &inv.zombies,
-        &order,
+        &images,
         inv.vdso.as_ref(),
         opts.inherit_stdio,
         &mut attached,
@@ -302,6 +305,15 @@ impl Drop for Attached {
     }
 }
 
+/// What the image holds of the tree: the processes, their zombies, and the
+/// processes' order (parents first).
+#[derive(Clone, Copy)]
+struct Images<'a> {
+    loaded: &'a [Loaded<'a>],
+    zombies: &'a [ZombieEntry],
+    order: &'a [usize],
+}
+
 /// The tree being rebuilt: every process's injector, in tree order.
 struct Tree<'a> {
     loaded: &'a [Loaded<'a>],
@@ -341,13 +353,16 @@ impl<'a> Tree<'a> {
 fn restore_tree(
     cpu: Option<usize>,
     stub: i32,
-    loaded: &[Loaded],
-    zombies: &[ZombieEntry],
-    order: &[usize],
+    images: &Images,
     vdso: Option<&VdsoFingerprint>,
     inherit_stdio: bool,
     attached: &mut Attached,
 ) -> Result<RestoreStats> {
+    let Images {
+        loaded,
+        zombies,
+        order,
+    } = *images;
     let root = &loaded[order[0]];
     let mut stats = RestoreStats {
         processes: loaded.len(),

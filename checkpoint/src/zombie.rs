@@ -41,13 +41,17 @@ pub enum Ending {
 /// The wait status `status` as exit or signal; `None` for one no process
 /// can end with (a stop, or a signal number out of range).
 pub fn ending(status: i32) -> Option<Ending> {
+    // A wait status has 16 bits.
+    if !(0..=0xffff).contains(&status) {
+        return None;
+    }
     let sig = status & 0x7f;
     if sig == 0 {
         return Some(Ending::Exited((status >> 8) & 0xff));
     }
     // 0x7f is a stopped child; 32 and above are never fatal by default
     // except the real-time ones (up to 64).
-    if sig == 0x7f || sig > 64 || status >> 16 != 0 {
+    if sig == 0x7f || sig > 64 {
         return None;
     }
     // A stop or ignore-by-default signal cannot have ended a process.
