@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pathrs::flags::OpenFlags;
 use pathrs::procfs::{ProcfsBase, ProcfsHandle};
@@ -48,13 +48,16 @@ pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> 
 }
 
 /// List the mount points of all currently supported cgroup subsystems.
+// godwit patch: mountinfo is read once for all controllers (was once per
+// controller, each through a verified procfs handle).
 pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>, V1MountPointError>
 {
+    let mounts = list_subsystem_mount_points()?;
     let mut mount_paths = HashMap::with_capacity(CONTROLLERS.len());
 
     for controller in CONTROLLERS {
-        if let Ok(mount_point) = get_subsystem_mount_point(controller) {
-            mount_paths.insert(controller.to_owned(), mount_point);
+        if let Some(mount_point) = find_subsystem_mount_point(&mounts, controller) {
+            mount_paths.insert(controller.to_owned(), mount_point.to_path_buf());
         }
     }
 
@@ -62,46 +65,70 @@ pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>,
 }
 
 pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, V1MountPointError> {
-    let subsystem_name = subsystem.to_string();
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
-        ProcfsBase::ProcSelf,
-        "mountinfo",
-        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-    )?);
-
-    reader
-        .lines()
-        .map(|lr| {
-            lr.map_err(V1MountPointError::Io)
-                .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo))
-        })
-        .find_map(|r| match r {
-            Err(e) => Some(Err(e)),
-            Ok(m) if m.fs_type == "cgroup" => {
-                // Some systems mount net_prio and net_cls in the same directory
-                // other systems mount them in their own directories. This
-                // should handle both cases.
-                let ok = match subsystem_name.as_str() {
-                    "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpu" => ["cpu,cpuacct", "cpu"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpuacct" => ["cpu,cpuacct", "cpuacct"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    _ => m.mount_point.ends_with(&subsystem_name),
-                };
-                if ok { Some(Ok(m.mount_point)) } else { None }
-            }
-            Ok(_) => None,
-        })
-        .transpose()?
+    let mounts = list_subsystem_mount_points()?;
+    find_subsystem_mount_point(&mounts, subsystem)
+        .map(Path::to_path_buf)
         .ok_or(V1MountPointError::NotFound {
             subsystem: *subsystem,
         })
+}
+
+/// The mount point of `subsystem` among the cgroup v1 mount points `mounts`
+/// (in mountinfo order, as [`list_subsystem_mount_points`] returns them): the
+/// first whose last component names it.
+pub fn find_subsystem_mount_point<'a>(
+    mounts: &'a [PathBuf],
+    subsystem: &ControllerType,
+) -> Option<&'a Path> {
+    let subsystem_name = subsystem.to_string();
+    mounts
+        .iter()
+        .find(|mount_point| {
+            // Some systems mount net_prio and net_cls in the same directory
+            // other systems mount them in their own directories. This
+            // should handle both cases.
+            match subsystem_name.as_str() {
+                "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "cpu" => ["cpu,cpuacct", "cpu"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                "cpuacct" => ["cpu,cpuacct", "cpuacct"]
+                    .iter()
+                    .any(|s| mount_point.ends_with(s)),
+                _ => mount_point.ends_with(&subsystem_name),
+            }
+        })
+        .map(PathBuf::as_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_each_subsystem_once_read() {
+        let mounts: Vec<PathBuf> = [
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/net_cls,net_prio",
+            "/sys/fs/cgroup/systemd",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let find = |c| find_subsystem_mount_point(&mounts, &c).map(Path::to_path_buf);
+        assert_eq!(find(ControllerType::Cpu), Some("/sys/fs/cgroup/cpu,cpuacct".into()));
+        assert_eq!(find(ControllerType::CpuAcct), Some("/sys/fs/cgroup/cpu,cpuacct".into()));
+        assert_eq!(find(ControllerType::Memory), Some("/sys/fs/cgroup/memory".into()));
+        assert_eq!(
+            find(ControllerType::NetworkPriority),
+            Some("/sys/fs/cgroup/net_cls,net_prio".into())
+        );
+        assert_eq!(find(ControllerType::Pids), None);
+    }
 }
