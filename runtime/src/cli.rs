@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::error::{Result, RuntimeError};
+use crate::requests::{refuse, CheckpointRequest, RestoreRequest, RestoreSource, RuntimeOptions};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "godwit",
@@ -111,6 +114,11 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Keygen {
+    /// Make an Ed25519 key pair for signing archives instead: FILE gets the
+    /// private key (PEM, 0600; `checkpoint --sign-key`), FILE.pub the public
+    /// key (`restore --verify-key`).
+    #[arg(long)]
+    pub sign: bool,
     /// File to create (refused if it exists).
     pub file: PathBuf,
 }
@@ -163,6 +171,10 @@ pub struct Receive {
     /// Where a recreated bundle goes (as `restore --work-path`).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base may be in, without --bundle (as `restore
+    /// --rootfs-base-dir`; also GODWIT_ROOTFS_BASE_DIRS).
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -247,7 +259,13 @@ pub struct Checkpoint {
     /// FILE: `.tar`, or zstd-compressed when the name ends in `.zst`.
     #[arg(long)]
     pub export: Option<PathBuf>,
-    /// Directory for logs and work files (default: the image directory).
+    /// Sign the --export archive with this Ed25519 private key (PEM, as
+    /// `godwit keygen --sign` or `openssl genpkey -algorithm ed25519` make).
+    #[arg(long, env = crate::signing::SIGN_KEY_ENV, requires = "export")]
+    pub sign_key: Option<PathBuf>,
+    /// Directory for work files: the temporary image of --export without
+    /// --image-path is made here (default: next to the state). The dumper
+    /// writes no logs.
     #[arg(long)]
     pub work_path: Option<PathBuf>,
     /// Leave the processes running after the checkpoint.
@@ -262,7 +280,8 @@ pub struct Checkpoint {
     /// Refused: unix sockets connected outside the container are not supported.
     #[arg(long)]
     pub ext_unix_sk: bool,
-    /// Refused: the container's stdio is always recorded as external.
+    /// Accepted: the container's stdio is always recorded as external (what
+    /// the flag asks for), with or without it.
     #[arg(long)]
     pub shell_job: bool,
     /// Refused: lazy (post-copy) pages are not supported.
@@ -292,8 +311,31 @@ pub struct Checkpoint {
     pub container_id: String,
 }
 
+/// A size in bytes: digits, optionally followed by K, M, G or T (powers of 1024).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with K/M/G/T)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// A path, empty allowed (clap's own path parser refuses an empty one).
-fn any_path(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+fn any_path(text: &str) -> std::result::Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(text))
 }
 
@@ -308,9 +350,31 @@ pub struct Restore {
     /// the --bundle's rootfs.
     #[arg(long, conflicts_with = "image_path")]
     pub import: Option<PathBuf>,
-    /// Directory for logs and work files (default: the image directory).
+    /// Accept only an --import archive signed with the private half of this
+    /// Ed25519 public key (PEM); an unsigned or altered archive is refused.
+    #[arg(long, env = crate::signing::VERIFY_KEY_ENV)]
+    pub verify_key: Option<PathBuf>,
+    /// Refuse an --import archive without a valid signature (needs --verify-key).
+    #[arg(long, env = crate::signing::REQUIRE_ENV, action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_signature: bool,
+    /// Largest total size of an --import archive's entries (bytes, or with a
+    /// K/M/G/T suffix); default 1T.
+    #[arg(long, env = "GODWIT_IMPORT_MAX_SIZE", value_parser = parse_size)]
+    pub import_max_size: Option<u64>,
+    /// Free space an --import must leave on the state root's filesystem
+    /// (bytes, or with a K/M/G/T suffix); default 256M.
+    #[arg(long, env = "GODWIT_IMPORT_RESERVE", value_parser = parse_size)]
+    pub import_reserve: Option<u64>,
+    /// Directory for work files: where `--import` without `--bundle`
+    /// recreates the bundle (default: the state root). No logs are written.
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base an archive records may be in (repeatable;
+    /// also GODWIT_ROOTFS_BASE_DIRS=DIR:DIR). Without one, `--import` needs
+    /// `--bundle`.
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Bundle whose rootfs the restored container uses (default: the current
     /// directory; with --import and no --bundle, the bundle is recreated from
     /// the archive under --work-path or the state root). Empty: not given.
@@ -331,7 +395,8 @@ pub struct Restore {
     /// Refused: unix sockets connected outside the container are not supported.
     #[arg(long)]
     pub ext_unix_sk: bool,
-    /// Refused: the container's stdio is always reconnected to ours.
+    /// Accepted: the container's stdio is always reconnected to ours (what
+    /// the flag asks for), with or without it.
     #[arg(long)]
     pub shell_job: bool,
     /// Refused: file locks are not restored.
@@ -588,4 +653,241 @@ pub struct SpecArgs {
     /// Write a spec for a rootless container (user namespace, no network namespace).
     #[arg(long)]
     pub rootless: bool,
+}
+
+impl GlobalOpts {
+    /// The settings the library's verbs take.
+    pub fn options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            systemd_cgroup: self.systemd_cgroup,
+        }
+    }
+}
+
+impl Checkpoint {
+    /// The library's request, once every flag godwit cannot honour was
+    /// refused by name. `--shell-job` and `--manage-cgroups-mode soft` are
+    /// what godwit always does.
+    pub fn request(&self) -> Result<CheckpointRequest> {
+        refuse(&[
+            ("--parent-path", self.parent_path.is_some(), "incremental images (pre-dump) are not supported yet"),
+            ("--pre-dump", self.pre_dump, "pre-copy rounds are not supported yet"),
+            ("--lazy-pages", self.lazy_pages, "lazy (userfaultfd) restore is not supported yet"),
+            ("--page-server", self.page_server.is_some(), "streaming to a page server is not supported yet"),
+            ("--tcp-established", self.tcp_established, "established TCP connections are not carried; without the flag they are restored as closed"),
+            ("--ext-unix-sk", self.ext_unix_sk, "unix sockets connected outside the container are not supported"),
+            ("--file-locks", self.file_locks, "file locks are not dumped"),
+            ("--auto-dedup", self.auto_dedup, "deduplication against a parent image is not supported"),
+            ("--empty-ns", !self.empty_ns.is_empty(), "every namespace is recreated from the spec on restore; this flag has no meaning for godwit"),
+            ("--status-fd", self.status_fd.is_some(), "status notifications on an fd are not supported"),
+            ("--manage-cgroups-mode", self.manage_cgroups_mode.as_deref().is_some_and(|m| m != "soft"), "only the default mode (soft: cgroups recreated from the spec) is supported"),
+        ])?;
+        Ok(CheckpointRequest {
+            id: self.container_id.clone(),
+            image_path: self.image_path.clone(),
+            export: self.export.clone(),
+            work_path: self.work_path.clone(),
+            leave_running: self.leave_running,
+            sign_key: self.sign_key.clone(),
+        })
+    }
+}
+
+impl Restore {
+    /// The library's request, once every flag godwit cannot honour was
+    /// refused by name. `--shell-job` and `--manage-cgroups-mode soft` are
+    /// what godwit always does; `--no-subreaper` is what a detached restore
+    /// does.
+    pub fn request(&self) -> Result<RestoreRequest> {
+        refuse(&[
+            (
+                "--tcp-established",
+                self.tcp_established,
+                "established TCP connections are not carried",
+            ),
+            (
+                "--ext-unix-sk",
+                self.ext_unix_sk,
+                "unix sockets connected outside the container are not supported",
+            ),
+            (
+                "--file-locks",
+                self.file_locks,
+                "file locks are not restored",
+            ),
+            (
+                "--lazy-pages",
+                self.lazy_pages,
+                "lazy (userfaultfd) restore is not supported yet",
+            ),
+            (
+                "--auto-dedup",
+                self.auto_dedup,
+                "deduplication is not supported",
+            ),
+            (
+                "--empty-ns",
+                !self.empty_ns.is_empty(),
+                "every namespace is recreated from the spec; this flag has no meaning for godwit",
+            ),
+            (
+                "--lsm-profile",
+                self.lsm_profile.is_some(),
+                "LSM profiles are taken from the spec",
+            ),
+            (
+                "--manage-cgroups-mode",
+                self.manage_cgroups_mode
+                    .as_deref()
+                    .is_some_and(|m| m != "soft"),
+                "only the default mode (soft) is supported",
+            ),
+            (
+                "--lsm-mount-context",
+                self.lsm_mount_context.is_some(),
+                "godwit has no SELinux support",
+            ),
+        ])?;
+        if self.no_subreaper && !self.detach {
+            return Err(RuntimeError::Unsupported {
+                flag: "--no-subreaper",
+                reason:
+                    "a foreground restore must be the subreaper to wait for the init; use --detach"
+                        .into(),
+            });
+        }
+        let source = match (&self.import, &self.image_path) {
+            (Some(file), _) => RestoreSource::Archive(file.clone()),
+            (None, Some(dir)) => RestoreSource::Image(dir.clone()),
+            (None, None) => RestoreSource::default(),
+        };
+        Ok(RestoreRequest {
+            id: self.container_id.clone(),
+            source,
+            bundle: (!self.bundle.as_os_str().is_empty()).then(|| self.bundle.clone()),
+            work_path: self.work_path.clone(),
+            detach: self.detach,
+            pid_file: self.pid_file.clone(),
+            console_socket: self.console_socket.clone(),
+            no_pivot: self.no_pivot,
+            rootfs_base_dirs: crate::restore_policy::rootfs_base_dirs(
+                &self.rootfs_base_dir,
+                std::env::var_os(crate::restore_policy::ROOTFS_BASE_DIRS_ENV).as_deref(),
+            ),
+            import: crate::requests::ImportOptions {
+                verify_key: self.verify_key.clone(),
+                require_signature: self.require_signature,
+                max_size: self.import_max_size,
+                reserve: self.import_reserve,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        let mut argv = vec!["godwit"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parses").command
+    }
+
+    fn refused_flag(e: RuntimeError) -> &'static str {
+        match e {
+            RuntimeError::Unsupported { flag, .. } => flag,
+            other => panic!("not a refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn checkpoint_flags_become_the_request() {
+        let Command::Checkpoint(c) = parse(&[
+            "checkpoint",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/w",
+            "--leave-running",
+            "--shell-job",
+            "--manage-cgroups-mode",
+            "soft",
+            "c1",
+        ]) else {
+            panic!("not checkpoint")
+        };
+        assert_eq!(
+            c.request().expect("accepted"),
+            CheckpointRequest {
+                id: "c1".into(),
+                image_path: Some("/img".into()),
+                export: None,
+                work_path: Some("/w".into()),
+                leave_running: true,
+                sign_key: None,
+            }
+        );
+    }
+
+    #[test]
+    fn checkpoint_refuses_by_name() {
+        for (args, flag) in [
+            (&["checkpoint", "--pre-dump", "c"][..], "--pre-dump"),
+            (
+                &["checkpoint", "--tcp-established", "c"][..],
+                "--tcp-established",
+            ),
+            (&["checkpoint", "--status-fd", "3", "c"][..], "--status-fd"),
+            (
+                &["checkpoint", "--empty-ns", "network", "c"][..],
+                "--empty-ns",
+            ),
+            (
+                &["checkpoint", "--manage-cgroups-mode", "full", "c"][..],
+                "--manage-cgroups-mode",
+            ),
+        ] {
+            let Command::Checkpoint(c) = parse(args) else {
+                panic!("not checkpoint")
+            };
+            assert_eq!(refused_flag(c.request().unwrap_err()), flag, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn restore_flags_become_the_request() {
+        let Command::Restore(r) =
+            parse(&["restore", "--import", "/a.tar", "-d", "--shell-job", "c2"])
+        else {
+            panic!("not restore")
+        };
+        let req = r.request().expect("accepted");
+        assert_eq!(req.source, RestoreSource::Archive("/a.tar".into()));
+        assert_eq!(req.bundle, None);
+        assert!(req.detach);
+        let Command::Restore(r) = parse(&["restore", "-b", "/b", "c3"]) else {
+            panic!("not restore")
+        };
+        let req = r.request().expect("accepted");
+        assert_eq!(req.source, RestoreSource::Image("checkpoint".into()));
+        assert_eq!(req.bundle, Some("/b".into()));
+    }
+
+    #[test]
+    fn restore_refuses_by_name() {
+        for (args, flag) in [
+            (&["restore", "--lazy-pages", "c"][..], "--lazy-pages"),
+            (
+                &["restore", "--lsm-mount-context", "x", "c"][..],
+                "--lsm-mount-context",
+            ),
+            (&["restore", "--no-subreaper", "c"][..], "--no-subreaper"),
+        ] {
+            let Command::Restore(r) = parse(args) else {
+                panic!("not restore")
+            };
+            assert_eq!(refused_flag(r.request().unwrap_err()), flag, "{args:?}");
+        }
+    }
 }

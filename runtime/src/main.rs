@@ -83,6 +83,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_json(&verbs::features::features()?)?;
             return Ok(0);
         }
+        Command::Keygen(args) if args.sign => {
+            let public = godwit_runtime::signing::write_key_pair(&args.file)?;
+            eprintln!(
+                "godwit: private key {} (for checkpoint --sign-key), public key {} (for restore --verify-key)",
+                args.file.display(),
+                public.display()
+            );
+            return Ok(0);
+        }
         Command::Keygen(args) => {
             godwit_runtime::migrate::keygen(&args.file)?;
             return Ok(0);
@@ -95,10 +104,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let root = StateRoot::open(&global.root)?;
     match &cli.command {
         Command::Create(args) => {
-            verbs::create::create(&root, global, &args.opts, &args.container_id, true)?;
+            verbs::create::create(
+                &root,
+                &global.options(),
+                &args.opts,
+                &args.container_id,
+                true,
+            )?;
         }
         Command::Start(args) => verbs::start::start(&root, &args.container_id)?,
-        Command::Run(args) => return Ok(verbs::run::run(&root, global, args)?),
+        Command::Run(args) => return Ok(verbs::run::run(&root, &global.options(), args)?),
         Command::State(args) => print_json(&verbs::state::state(&root, &args.container_id)?)?,
         Command::List(args) => {
             let states = verbs::list::list(&root)?;
@@ -141,10 +156,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Update(args) => verbs::update::update(&root, args)?,
         Command::Checkpoint(args) => {
-            let stats = verbs::checkpoint::checkpoint(&root, args)?;
+            let stats = verbs::checkpoint::checkpoint(&root, &args.request()?)?;
             tracing::info!(?stats, "checkpoint statistics");
         }
-        Command::Restore(args) => return Ok(verbs::restore::restore(&root, global, args)?),
+        Command::Restore(args) => {
+            return Ok(verbs::restore::restore(
+                &root,
+                &global.options(),
+                &args.request()?,
+            )?)
+        }
         Command::Migrate(args) => {
             for (flag, given, why) in [
                 (
@@ -194,6 +215,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 bundle: (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone()),
                 pid_file: args.pid_file.clone(),
                 work_path: args.work_path.clone(),
+                rootfs_base_dirs: godwit_runtime::restore_policy::rootfs_base_dirs(
+                    &args.rootfs_base_dir,
+                    std::env::var_os(godwit_runtime::restore_policy::ROOTFS_BASE_DIRS_ENV)
+                        .as_deref(),
+                ),
                 quiet: false,
             };
             let listener = verbs::receive::listen(&req.listen)?;
@@ -206,9 +232,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
             let id = req.id.clone();
-            let summary = verbs::receive::receive(&root, global, &req, &listener, |pid| {
-                let _ = out(&format!("container {id} runs here (pid {pid})\n"));
-            })?;
+            let summary =
+                verbs::receive::receive(&root, &global.options(), &req, &listener, |pid| {
+                    let _ = out(&format!("container {id} runs here (pid {pid})\n"));
+                })?;
             if args.json {
                 print_json(&summary)?;
             }

@@ -9,7 +9,7 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::oci::CheckpointOptions;
 use godwit_checkpoint::image::ImageReader;
 use godwit_checkpoint::ProcessImage;
-use godwit_runtime::cli;
+use godwit_runtime::requests::{CheckpointRequest, RestoreRequest};
 use godwit_runtime::verbs::checkpoint::SPEC_DUMP;
 
 use crate::error::{Result, ShimError};
@@ -23,6 +23,8 @@ pub struct Request {
     pub exit: bool,
     /// The caller asked for file locks to travel (see [`check_no_locks`]).
     pub file_locks: bool,
+    /// Where work files go (the dumper writes none for an image directory).
+    pub work_path: Option<PathBuf>,
 }
 
 /// Decodes `containerd.runc.v1.CheckpointOptions` (absent: the defaults) and
@@ -84,7 +86,6 @@ pub fn decode(any: Option<&Any>, path: &str) -> Result<Request> {
             ),
         ));
     }
-    // work_path needs nothing: the dumper writes no work files or logs.
     let image = if opts.image_path.is_empty() {
         PathBuf::from(path)
     } else {
@@ -100,6 +101,7 @@ pub fn decode(any: Option<&Any>, path: &str) -> Result<Request> {
         image,
         exit: opts.exit,
         file_locks: opts.file_locks,
+        work_path: (!opts.work_path.is_empty()).then(|| PathBuf::from(&opts.work_path)),
     })
 }
 
@@ -132,55 +134,23 @@ pub fn check_no_locks(id: &str, pids: &[i32], file_locks: bool) -> Result<()> {
     ))
 }
 
-/// The runtime's checkpoint arguments for `request`. With `exit` the runtime
+/// The runtime's checkpoint request for `request`. With `exit` the runtime
 /// kills the dumped tree itself (its TCP peers get a reset) and removes the
 /// container's state; the shim reports the init's exit as for any task.
-pub fn runtime_args(id: &str, request: &Request) -> cli::Checkpoint {
-    cli::Checkpoint {
-        image_path: Some(request.image.clone()),
-        export: None,
-        work_path: None,
+pub fn runtime_request(id: &str, request: &Request) -> CheckpointRequest {
+    CheckpointRequest {
+        work_path: request.work_path.clone(),
         leave_running: !request.exit,
-        parent_path: None,
-        tcp_established: false,
-        ext_unix_sk: false,
-        shell_job: false,
-        lazy_pages: false,
-        status_fd: None,
-        page_server: None,
-        file_locks: false,
-        pre_dump: false,
-        manage_cgroups_mode: None,
-        empty_ns: Vec::new(),
-        auto_dedup: false,
-        container_id: id.to_string(),
+        ..CheckpointRequest::new(id, &request.image)
     }
 }
 
-/// The runtime's restore arguments: image `image` restored as `id` on the
+/// The runtime's restore request: image `image` restored as `id` on the
 /// bundle's (already mounted) rootfs, returning once it runs.
-pub fn restore_args(id: &str, bundle: &Path, image: &Path, no_pivot: bool) -> cli::Restore {
-    cli::Restore {
-        image_path: Some(image.to_path_buf()),
-        import: None,
-        work_path: None,
-        bundle: bundle.to_path_buf(),
-        detach: true,
-        pid_file: None,
-        console_socket: None,
-        tcp_established: false,
-        ext_unix_sk: false,
-        shell_job: false,
-        file_locks: false,
-        manage_cgroups_mode: None,
-        no_subreaper: false,
+pub fn restore_request(id: &str, bundle: &Path, image: &Path, no_pivot: bool) -> RestoreRequest {
+    RestoreRequest {
         no_pivot,
-        empty_ns: Vec::new(),
-        auto_dedup: false,
-        lazy_pages: false,
-        lsm_profile: None,
-        lsm_mount_context: None,
-        container_id: id.to_string(),
+        ..RestoreRequest::detached(id, image, bundle)
     }
 }
 

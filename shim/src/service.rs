@@ -456,15 +456,9 @@ impl Inner {
         restore: &PendingRestore,
     ) -> Result<api::StartResponse> {
         let args =
-            checkpoint::restore_args(&task.id, &task.bundle, &restore.image, restore.no_pivot);
-        let global = godwit_runtime::cli::GlobalOpts {
-            root: task.root.path().to_path_buf(),
-            log: None,
-            log_format: godwit_runtime::cli::LogFormat::Text,
-            debug: false,
+            checkpoint::restore_request(&task.id, &task.bundle, &restore.image, restore.no_pivot);
+        let global = godwit_runtime::requests::RuntimeOptions {
             systemd_cgroup: restore.systemd,
-            criu: None,
-            rootless: None,
         };
         let restored = stdio::pipes(&process.paths).and_then(|(child, pending)| {
             let stub_stdio = verbs::restore::StubStdio {
@@ -543,7 +537,7 @@ impl Inner {
         let pids =
             verbs::ps::pids(&task.root, &task.id).map_err(|e| ShimError::runtime(&task.id, e))?;
         checkpoint::check_no_locks(&task.id, &pids, request.file_locks)?;
-        let args = checkpoint::runtime_args(&task.id, &request);
+        let args = checkpoint::runtime_request(&task.id, &request);
         let dumped = {
             // The dumper ptraces the task's processes: no reaping meanwhile.
             let _guard = reaper::fork_guard();

@@ -5,14 +5,15 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle;
-use crate::cli::{CreateOpts, GlobalOpts};
+use crate::cli::CreateOpts;
 use crate::error::{Result, RuntimeError};
+use crate::requests::RuntimeOptions;
 use crate::store::{validate_id, StateRoot};
 use oci_spec::runtime::Spec;
 
 /// Refuses `--systemd-cgroup` where systemd does not manage the machine, rather
 /// than failing later inside cgroup setup with a D-Bus error.
-pub fn check_systemd(global: &GlobalOpts) -> Result<()> {
+pub fn check_systemd(global: &RuntimeOptions) -> Result<()> {
     if global.systemd_cgroup && !Path::new("/run/systemd/system").is_dir() {
         return Err(RuntimeError::Unsupported {
             flag: "--systemd-cgroup",
@@ -28,7 +29,7 @@ pub fn check_systemd(global: &GlobalOpts) -> Result<()> {
 /// false, a foreground one for `run`). A failure leaves no state behind.
 pub fn create(
     root: &StateRoot,
-    global: &GlobalOpts,
+    global: &RuntimeOptions,
     opts: &CreateOpts,
     id: &str,
     detach: bool,
@@ -48,7 +49,7 @@ pub fn wants_terminal(spec: &Spec) -> bool {
 /// `create` for a bundle already loaded by `bundle::load`.
 pub fn create_from(
     root: &StateRoot,
-    global: &GlobalOpts,
+    global: &RuntimeOptions,
     opts: &CreateOpts,
     id: &str,
     detach: bool,
@@ -63,6 +64,8 @@ pub fn create_from(
             reason: "sd_notify forwarding is not supported by godwit; omit the flag".into(),
         });
     }
+    // What a restore of this id killed midway left goes first.
+    crate::restore_journal::recover(root, id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
             id: id.to_string(),

@@ -47,9 +47,19 @@ pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<()> {
             hint: "its process is not running",
         });
     }
-    container
-        .kill(signal, all)
-        .map_err(|e| RuntimeError::lc("kill", id, e))?;
+    if let Err(e) = container.kill(signal, all) {
+        // libcontainer saves the state after signalling; a foreground `run`
+        // whose init this signal ended may have removed the container in
+        // between. The signal was delivered: that is a successful kill.
+        if !root.container_dir(id).join("state.json").exists() {
+            tracing::info!(
+                id,
+                "the container ended and was removed as it was signalled"
+            );
+            return Ok(());
+        }
+        return Err(RuntimeError::lc("kill", id, e));
+    }
     tracing::info!(id, all, "signalled");
     Ok(())
 }

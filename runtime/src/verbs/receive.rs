@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{EntryChecker, ImportLimits};
-use crate::cli::{GlobalOpts, Restore};
 use crate::error::{Result, RuntimeError};
 use crate::migrate::{us, Channel, Kind, Progress, MAX_BODY};
+use crate::requests::{RestoreRequest, RestoreSource, RuntimeOptions};
 use crate::store::{validate_id, StateRoot};
 
 /// What `godwit receive` is asked to do.
@@ -28,6 +28,8 @@ pub struct ReceiveRequest {
     pub bundle: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub work_path: Option<PathBuf>,
+    /// As `RestoreRequest::rootfs_base_dirs`.
+    pub rootfs_base_dirs: Vec<PathBuf>,
     pub quiet: bool,
 }
 
@@ -69,7 +71,7 @@ pub fn listen(addr: &str) -> Result<std::net::TcpListener> {
 
 pub fn receive(
     root: &StateRoot,
-    global: &GlobalOpts,
+    global: &RuntimeOptions,
     req: &ReceiveRequest,
     listener: &std::net::TcpListener,
     on_running: impl FnOnce(i32),
@@ -175,28 +177,18 @@ pub fn receive(
 }
 
 /// `restore --import --detach` of the received archive.
-fn restore_args(req: &ReceiveRequest, origin: &Path) -> Restore {
-    Restore {
-        image_path: None,
-        import: Some(origin.to_path_buf()),
+fn restore_args(req: &ReceiveRequest, origin: &Path) -> RestoreRequest {
+    RestoreRequest {
+        id: req.id.clone(),
+        source: RestoreSource::Archive(origin.to_path_buf()),
+        bundle: req.bundle.clone(),
         work_path: req.work_path.clone(),
-        bundle: req.bundle.clone().unwrap_or_default(),
         detach: true,
         pid_file: req.pid_file.clone(),
         console_socket: None,
-        tcp_established: false,
-        ext_unix_sk: false,
-        shell_job: false,
-        file_locks: false,
-        manage_cgroups_mode: None,
-        no_subreaper: false,
         no_pivot: false,
-        empty_ns: Vec::new(),
-        auto_dedup: false,
-        lazy_pages: false,
-        lsm_profile: None,
-        lsm_mount_context: None,
-        container_id: req.id.clone(),
+        import: Default::default(),
+        rootfs_base_dirs: req.rootfs_base_dirs.clone(),
     }
 }
 

@@ -4,16 +4,17 @@ use nix::sys::signalfd::SigSet;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cli::{GlobalOpts, Run};
+use crate::cli::Run;
 use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
+use crate::requests::RuntimeOptions;
 use crate::store::StateRoot;
 use crate::verbs::create::{create_from, wants_terminal};
 
 /// Creates and starts a container. Detached, returns 0 once it runs; in the
 /// foreground, waits for it, forwarding signals, and returns its exit status
 /// (128 + signal number when a signal ended it, as a shell reports it).
-pub fn run(root: &StateRoot, global: &GlobalOpts, args: &Run) -> Result<i32> {
+pub fn run(root: &StateRoot, global: &RuntimeOptions, args: &Run) -> Result<i32> {
     let id = args.container_id.as_str();
     if args.no_subreaper && !args.detach {
         return Err(RuntimeError::Unsupported {
