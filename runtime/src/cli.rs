@@ -171,6 +171,10 @@ pub struct Receive {
     /// Where a recreated bundle goes (as `restore --work-path`).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base may be in, without --bundle (as `restore
+    /// --rootfs-base-dir`; also GODWIT_ROOTFS_BASE_DIRS).
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -366,6 +370,11 @@ pub struct Restore {
     /// recreates the bundle (default: the state root). No logs are written.
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base an archive records may be in (repeatable;
+    /// also GODWIT_ROOTFS_BASE_DIRS=DIR:DIR). Without one, `--import` needs
+    /// `--bundle`.
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Bundle whose rootfs the restored container uses (default: the current
     /// directory; with --import and no --bundle, the bundle is recreated from
     /// the archive under --work-path or the state root). Empty: not given.
@@ -761,6 +770,10 @@ impl Restore {
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
             no_pivot: self.no_pivot,
+            rootfs_base_dirs: crate::restore_policy::rootfs_base_dirs(
+                &self.rootfs_base_dir,
+                std::env::var_os(crate::restore_policy::ROOTFS_BASE_DIRS_ENV).as_deref(),
+            ),
             import: crate::requests::ImportOptions {
                 verify_key: self.verify_key.clone(),
                 require_signature: self.require_signature,

@@ -216,6 +216,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 bundle: (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone()),
                 pid_file: args.pid_file.clone(),
                 work_path: args.work_path.clone(),
+                rootfs_base_dirs: godwit_runtime::restore_policy::rootfs_base_dirs(
+                    &args.rootfs_base_dir,
+                    std::env::var_os(godwit_runtime::restore_policy::ROOTFS_BASE_DIRS_ENV)
+                        .as_deref(),
+                ),
                 quiet: false,
             };
             let listener = verbs::receive::listen(&req.listen)?;

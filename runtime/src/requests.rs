@@ -99,6 +99,9 @@ pub struct RestoreRequest {
     pub no_pivot: bool,
     /// How an archive is checked and bounded (ignored for an image).
     pub import: ImportOptions,
+    /// Directories the rootfs base an archive records may be in, for a
+    /// bundle recreated from it (empty: `bundle` is required).
+    pub rootfs_base_dirs: Vec<PathBuf>,
 }
 
 /// The signature policy and bounds of an archive import.

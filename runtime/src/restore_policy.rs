@@ -7,6 +7,9 @@
 //! - [`Allowed`] and [`check_creds`]: no restored process gets more than the
 //!   destination's spec gives its process: uids/gids, groups, capabilities,
 //!   no_new_privs and seccomp filter.
+//! - [`check_archive_spec`] and [`check_rootfs_base`]: for `restore --import`
+//!   without `--bundle`, where the archive's spec is all there is, what it may
+//!   ask for, and where its recorded rootfs base may be.
 
 use std::collections::BTreeSet;
 
@@ -404,6 +407,376 @@ pub fn check_creds(
     Ok(())
 }
 
+/// Filesystem types the kernel makes from nothing (their source is a name).
+const KERNEL_FS: [&str; 8] = [
+    "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "shm",
+];
+
+/// Namespaces a default runc (and `godwit spec`) spec has; an archive's spec
+/// must make each one new.
+const REQUIRED_NAMESPACES: [LinuxNamespaceType; 5] = [
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Mount,
+    LinuxNamespaceType::Network,
+];
+
+/// Devices every container gets (libcontainer makes them): (type, major, minor, path).
+const DEFAULT_DEVICES: [(&str, i64, i64, &str); 6] = [
+    ("c", 1, 3, "/dev/null"),
+    ("c", 1, 5, "/dev/zero"),
+    ("c", 1, 7, "/dev/full"),
+    ("c", 1, 8, "/dev/random"),
+    ("c", 1, 9, "/dev/urandom"),
+    ("c", 5, 0, "/dev/tty"),
+];
+
+/// The capabilities a container engine gives by default (Docker's and
+/// podman's set; runc's default is smaller): an archive's spec may ask for
+/// no other.
+const DEFAULT_CAPS: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// /proc and /sys paths a default spec masks or makes read-only; an
+/// archive's spec may add to them, not remove any.
+const DEFAULT_MASKED: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+const DEFAULT_READONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Sysctls that are per namespace (runc's list): any other would be written
+/// for the whole host.
+fn namespaced_sysctl(name: &str) -> bool {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    IPC.contains(&name)
+        || name.starts_with("fs.mqueue.")
+        || name.starts_with("net.")
+        || name == "kernel.hostname"
+        || name == "kernel.domainname"
+}
+
+/// Something the archive's spec asks for that a restore without `--bundle`
+/// refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the archive's spec {field}: {what}")]
+pub struct SpecRefused {
+    pub field: String,
+    pub what: String,
+}
+
+fn refused(field: impl Into<String>, what: impl Into<String>) -> SpecRefused {
+    SpecRefused {
+        field: field.into(),
+        what: what.into(),
+    }
+}
+
+/// `path` lexically at or under `dir` (both absolute, no `..`).
+fn lexically_under(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    use std::path::Component;
+    let plain = |p: &std::path::Path| {
+        p.is_absolute()
+            && p.components().all(|c| {
+                matches!(
+                    c,
+                    Component::RootDir | Component::Normal(_) | Component::CurDir
+                )
+            })
+    };
+    plain(path) && plain(dir) && path.starts_with(dir)
+}
+
+/// Whether mount `m` is a bind mount (whatever its type says).
+fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
+}
+
+/// What `restore --import` without `--bundle` accepts of the archive's spec
+/// (beyond what `create` itself checks): every mount a kernel filesystem or a
+/// bind of a path inside `bases` (the recorded rootfs base's directories,
+/// canonical); new pid, ipc, uts, mount and network namespaces (none joined
+/// by path); no devices beyond the default ones, no device cgroup rule
+/// allowing more; no hooks; no capability beyond the engines' default set;
+/// the default masked and read-only paths kept; only namespaced sysctls.
+pub fn check_archive_spec(spec: &Spec, bases: &[std::path::PathBuf]) -> Result<(), SpecRefused> {
+    if let Some(h) = spec.hooks() {
+        let any = [
+            h.prestart().as_ref().map_or(0, Vec::len),
+            h.create_runtime().as_ref().map_or(0, Vec::len),
+            h.create_container().as_ref().map_or(0, Vec::len),
+            h.start_container().as_ref().map_or(0, Vec::len),
+            h.poststart().as_ref().map_or(0, Vec::len),
+            h.poststop().as_ref().map_or(0, Vec::len),
+        ]
+        .iter()
+        .sum::<usize>();
+        if any > 0 {
+            return Err(refused(
+                "hooks",
+                format!("{any} hook(s): hooks run on the host; none are taken from an archive"),
+            ));
+        }
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let dest = m.destination().display();
+        let typ = m.typ().as_deref().unwrap_or("");
+        if !is_bind(m) && KERNEL_FS.contains(&typ) {
+            continue;
+        }
+        if !is_bind(m) {
+            return Err(refused(
+                format!("mounts[{i}] ({dest})"),
+                format!("type {typ:?}: only kernel filesystems ({}) and binds inside the rootfs base are taken", KERNEL_FS.join(", ")),
+            ));
+        }
+        let source = m.source().as_deref().unwrap_or(std::path::Path::new(""));
+        if !bases.iter().any(|b| lexically_under(source, b)) {
+            return Err(refused(
+                format!("mounts[{i}] ({dest})"),
+                format!(
+                    "binds host path {} (outside the recorded rootfs base {bases:?})",
+                    source.display()
+                ),
+            ));
+        }
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    for want in REQUIRED_NAMESPACES {
+        match namespaces.iter().find(|n| n.typ() == want) {
+            None => {
+                return Err(refused(
+                    "linux.namespaces",
+                    format!(
+                    "has no {want} namespace (a default spec has pid, ipc, uts, mount and network)"
+                ),
+                ))
+            }
+            Some(n) if n.path().is_some() => {
+                return Err(refused(
+                    "linux.namespaces",
+                    format!(
+                        "joins the {want} namespace at {} instead of making one",
+                        n.path()
+                            .as_ref()
+                            .map_or(String::new(), |p| p.display().to_string())
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(n) = namespaces.iter().find(|n| n.path().is_some()) {
+        return Err(refused(
+            "linux.namespaces",
+            format!("joins an existing {} namespace by path", n.typ()),
+        ));
+    }
+    for d in linux.devices().iter().flatten() {
+        let typ = d.typ().as_str().to_string();
+        let known = DEFAULT_DEVICES.iter().any(|&(t, ma, mi, p)| {
+            typ == t && d.major() == ma && d.minor() == mi && d.path() == std::path::Path::new(p)
+        });
+        if !known {
+            return Err(refused(
+                "linux.devices",
+                format!(
+                    "adds {} ({typ} {}:{}); only the default devices are taken",
+                    d.path().display(),
+                    d.major(),
+                    d.minor()
+                ),
+            ));
+        }
+    }
+    let rules = linux.resources().as_ref().and_then(|r| r.devices().clone());
+    for r in rules.iter().flatten().filter(|r| r.allow()) {
+        let known = DEFAULT_DEVICES.iter().any(|&(t, ma, mi, _)| {
+            r.typ().as_ref().map(|x| x.as_str()) == Some(t)
+                && r.major() == Some(ma)
+                && r.minor() == Some(mi)
+        });
+        if !known {
+            return Err(refused(
+                "linux.resources.devices",
+                format!(
+                    "allows {} {:?}:{:?} ({}); only the default devices may be allowed",
+                    r.typ().as_ref().map_or("a", |t| t.as_str()),
+                    r.major(),
+                    r.minor(),
+                    r.access().clone().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    if let Some(caps) = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+    {
+        let sets = [
+            ("bounding", caps.bounding()),
+            ("effective", caps.effective()),
+            ("permitted", caps.permitted()),
+            ("inheritable", caps.inheritable()),
+            ("ambient", caps.ambient()),
+        ];
+        for (name, set) in sets {
+            let mut extra: Vec<String> = set
+                .iter()
+                .flatten()
+                .map(|c| c.to_string())
+                .filter(|c| !DEFAULT_CAPS.contains(&c.as_str()))
+                .collect();
+            extra.sort();
+            if !extra.is_empty() {
+                return Err(refused(
+                    format!("process.capabilities.{name}"),
+                    format!("has CAP_{} beyond the default set", extra.join(", CAP_")),
+                ));
+            }
+        }
+    }
+    let masked = linux.masked_paths().clone().unwrap_or_default();
+    if let Some(p) = DEFAULT_MASKED
+        .iter()
+        .find(|p| !masked.iter().any(|m| m == *p))
+    {
+        return Err(refused("linux.maskedPaths", format!("does not mask {p}")));
+    }
+    let readonly = linux.readonly_paths().clone().unwrap_or_default();
+    if let Some(p) = DEFAULT_READONLY
+        .iter()
+        .find(|p| !readonly.iter().any(|m| m == *p))
+    {
+        return Err(refused(
+            "linux.readonlyPaths",
+            format!("does not make {p} read-only"),
+        ));
+    }
+    let mut sysctls: Vec<_> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_keys()
+        .collect();
+    sysctls.sort();
+    if let Some(k) = sysctls.iter().find(|k| !namespaced_sysctl(k)) {
+        return Err(refused(
+            "linux.sysctl",
+            format!("sets {k}, which is not per namespace (it would change the host)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Directories a rootfs base may never be at or under.
+const NEVER_BASE: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Whether the canonical rootfs base directory `lower` may be used, given
+/// the operator's allowed directories (`allowed`, canonical): at or under one
+/// of them, never `/` or in /proc, /sys, /dev (nor may an allowed directory be).
+pub fn check_rootfs_base(
+    lower: &std::path::Path,
+    allowed: &[std::path::PathBuf],
+) -> Result<(), String> {
+    let forbidden = |p: &std::path::Path| {
+        p == std::path::Path::new("/") || NEVER_BASE.iter().any(|n| p.starts_with(n))
+    };
+    if forbidden(lower) {
+        return Err(format!(
+            "{} is the host's root or in /proc, /sys or /dev: never a rootfs base",
+            lower.display()
+        ));
+    }
+    if allowed.is_empty() {
+        return Err(format!(
+            "{} is not under a directory this host allows rootfs bases in (none is configured): \
+             give --bundle DIR with a copy of the container's bundle, or allow the image store with \
+             --rootfs-base-dir DIR (or GODWIT_ROOTFS_BASE_DIRS=DIR:DIR)",
+            lower.display()
+        ));
+    }
+    let usable: Vec<_> = allowed.iter().filter(|a| !forbidden(a)).collect();
+    if usable.iter().any(|a| lower.starts_with(a)) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not under a directory this host allows rootfs bases in ({}; `/`, /proc, /sys and /dev \
+         never count): give --bundle DIR, or allow its directory with --rootfs-base-dir DIR",
+        lower.display(),
+        allowed
+            .iter()
+            .map(|a| a.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// The allowed rootfs base directories: the `--rootfs-base-dir` flags and
+/// the colon-separated `GODWIT_ROOTFS_BASE_DIRS` (empty parts ignored).
+pub fn rootfs_base_dirs(
+    flags: &[std::path::PathBuf],
+    env: Option<&std::ffi::OsStr>,
+) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dirs = flags.to_vec();
+    if let Some(env) = env {
+        dirs.extend(
+            env.as_bytes()
+                .split(|&b| b == b':')
+                .filter(|p| !p.is_empty())
+                .map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p))),
+        );
+    }
+    dirs
+}
+
+/// Environment variable listing allowed rootfs base directories.
+pub const ROOTFS_BASE_DIRS_ENV: &str = "GODWIT_ROOTFS_BASE_DIRS";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,5 +1010,174 @@ mod tests {
         let allowed = Allowed::from_spec(&spec(v), None);
         assert_eq!(allowed.uids, IdRule::Exactly(101000));
         assert_eq!(allowed.gids, IdRule::Exactly(101000));
+    }
+
+    fn default_json() -> serde_json::Value {
+        let spec = crate::verbs::spec::default_spec(false).expect("default spec");
+        serde_json::to_value(spec).unwrap()
+    }
+
+    fn policy(v: serde_json::Value) -> Result<(), SpecRefused> {
+        check_archive_spec(&spec(v), &[std::path::PathBuf::from("/srv/images/a")])
+    }
+
+    #[test]
+    fn a_default_spec_passes_the_archive_policy() {
+        assert_eq!(policy(default_json()), Ok(()));
+        // A bind inside the base, Docker's capabilities, a namespaced sysctl.
+        let mut v = default_json();
+        v["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": "/srv/images/a/data", "options": ["rbind"]
+        }));
+        v["process"]["capabilities"]["bounding"] = json!(["CAP_CHOWN", "CAP_SETUID", "CAP_KILL"]);
+        v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        assert_eq!(policy(v), Ok(()));
+    }
+
+    #[test]
+    fn host_binds_and_foreign_filesystems_are_refused() {
+        for (source, typ, options) in [
+            ("/", "bind", json!(["rbind", "rw"])),
+            ("/srv/images/a/../../../etc", "bind", json!(["rbind"])),
+            ("/srv/images/ab", "none", json!(["bind"])),
+            ("/etc", "proc", json!(["rbind"])),
+            ("/dev/sda1", "ext4", json!([])),
+        ] {
+            let mut v = default_json();
+            v["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/host", "type": typ, "source": source, "options": options
+            }));
+            let e = policy(v).unwrap_err();
+            assert!(e.field.contains("(/host)"), "{source}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_or_joined_namespaces_are_refused() {
+        for drop in ["pid", "ipc", "uts", "mount", "network"] {
+            let mut v = default_json();
+            v["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != drop);
+            let e = policy(v).unwrap_err();
+            assert_eq!(e.field, "linux.namespaces", "{drop}");
+        }
+        let mut v = default_json();
+        v["linux"]["namespaces"][1] = json!({"type": "network", "path": "/proc/1/ns/net"});
+        assert!(policy(v).unwrap_err().what.contains("/proc/1/ns/net"));
+        let mut v = default_json();
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "cgroup", "path": "/proc/1/ns/cgroup"}));
+        assert_eq!(policy(v).unwrap_err().field, "linux.namespaces");
+    }
+
+    #[test]
+    fn devices_hooks_caps_masks_and_host_sysctls_are_refused() {
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "linux.devices",
+                Box::new(|v| {
+                    v["linux"]["devices"] =
+                        json!([{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]);
+                }),
+            ),
+            (
+                "linux.resources.devices",
+                Box::new(|v| {
+                    v["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+                }),
+            ),
+            (
+                "hooks",
+                Box::new(|v| {
+                    v["hooks"] =
+                        json!({"poststop": [{"path": "/bin/sh", "args": ["sh", "-c", "id"]}]});
+                }),
+            ),
+            (
+                "process.capabilities.bounding",
+                Box::new(|v| {
+                    v["process"]["capabilities"]["bounding"] = json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+                }),
+            ),
+            (
+                "process.capabilities.ambient",
+                Box::new(|v| {
+                    v["process"]["capabilities"]["ambient"] = json!(["CAP_DAC_READ_SEARCH"]);
+                }),
+            ),
+            (
+                "linux.maskedPaths",
+                Box::new(|v| {
+                    v["linux"]["maskedPaths"] = json!([]);
+                }),
+            ),
+            (
+                "linux.readonlyPaths",
+                Box::new(|v| {
+                    v["linux"]["readonlyPaths"] = json!(["/proc/bus"]);
+                }),
+            ),
+            (
+                "linux.sysctl",
+                Box::new(|v| {
+                    v["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/tmp/x"});
+                }),
+            ),
+        ];
+        for (field, edit) in cases {
+            let mut v = default_json();
+            edit(&mut v);
+            assert_eq!(policy(v).unwrap_err().field, field);
+        }
+        // The default devices are fine.
+        let mut v = default_json();
+        v["linux"]["devices"] = json!([{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]);
+        assert_eq!(policy(v), Ok(()));
+    }
+
+    #[test]
+    fn a_rootfs_base_must_be_in_an_allowed_directory() {
+        use std::path::PathBuf;
+        let allowed = [PathBuf::from("/var/lib/images")];
+        let ok = |p: &str| check_rootfs_base(std::path::Path::new(p), &allowed);
+        assert_eq!(ok("/var/lib/images/layer1"), Ok(()));
+        assert!(ok("/var/lib/imagesX").is_err());
+        assert!(ok("/etc").unwrap_err().contains("--rootfs-base-dir"));
+        for never in ["/", "/proc/self/root", "/sys/fs", "/dev/shm"] {
+            assert!(
+                ok(never).unwrap_err().contains("never a rootfs base"),
+                "{never}"
+            );
+        }
+        // None configured: the error says how to give one.
+        let e = check_rootfs_base(std::path::Path::new("/var/lib/images/l"), &[]).unwrap_err();
+        assert!(
+            e.contains("--bundle") && e.contains("GODWIT_ROOTFS_BASE_DIRS"),
+            "{e}"
+        );
+        // `/` allowed counts for nothing.
+        let e =
+            check_rootfs_base(std::path::Path::new("/srv/x"), &[PathBuf::from("/")]).unwrap_err();
+        assert!(e.contains("never count"), "{e}");
+    }
+
+    #[test]
+    fn base_dirs_come_from_flags_and_the_environment() {
+        use std::path::PathBuf;
+        let dirs = rootfs_base_dirs(&[PathBuf::from("/a")], Some(std::ffi::OsStr::new("/b::/c")));
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/c")
+            ]
+        );
+        assert!(rootfs_base_dirs(&[], None).is_empty());
     }
 }

@@ -341,6 +341,9 @@ fn a_restore_killed_midway_leaves_nothing_and_the_id_is_usable_again() {
         cmd.args(["restore", "--detach", "--import"]).arg(&archive);
         if with_bundle {
             cmd.arg("--bundle").arg(bundle.path());
+        } else {
+            // The source's rootfs (a temporary directory) is the recorded base.
+            cmd.args(["--rootfs-base-dir", "/tmp"]);
         }
         let mut child = cmd
             .arg(&id)
@@ -395,6 +398,8 @@ fn a_restore_killed_midway_leaves_nothing_and_the_id_is_usable_again() {
         let mut args = vec!["restore", "--detach", "--import", archive.to_str().unwrap()];
         if with_bundle {
             args.extend(["--bundle", bundle.path().to_str().unwrap()]);
+        } else {
+            args.extend(["--rootfs-base-dir", "/tmp"]);
         }
         args.push(&id);
         g.ok_null(&args);

@@ -495,3 +495,149 @@ fn a_confined_container_restores_with_its_credentials_checked() {
         last_count(&count).filter(|&n| n > now + 2)
     });
 }
+
+/// The hostile archive of the first test, restored without `--bundle`: the
+/// archive's spec is all there is, and the policy refuses the host bind.
+#[test]
+fn a_host_bind_in_the_archive_spec_is_refused_without_a_bundle() {
+    let a = Godwit::new();
+    let canary = Canary::new();
+    let (_bundle, archive, out) = checkpointed(&a, "nobundle", |_| {});
+    let mut ar = Archive::read(&archive);
+    ar.edit_spec(|s| {
+        s["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/host", "type": "bind", "source": "/",
+            "options": ["rbind", "rw"]
+        }));
+        s["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    let evil = out.path().join("evil.tar");
+    ar.write(&evil);
+    let b = Godwit::new();
+    let id = b.id("nobundle-b");
+    let err = restore_fails(
+        &b,
+        &[
+            "--import",
+            evil.to_str().unwrap(),
+            "--rootfs-base-dir",
+            "/tmp",
+            &id,
+        ],
+    );
+    assert!(
+        err.contains("refused: the archive's spec mounts[")
+            && err.contains("(/host): binds host path / (outside the recorded rootfs base"),
+        "{err}"
+    );
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+    // Without the host bind, the missing network namespace is refused too.
+    let mut ar = Archive::read(&evil);
+    ar.edit_spec(|s| {
+        s["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/host");
+    });
+    ar.write(&evil);
+    let err = restore_fails(
+        &b,
+        &[
+            "--import",
+            evil.to_str().unwrap(),
+            "--rootfs-base-dir",
+            "/tmp",
+            &id,
+        ],
+    );
+    assert!(
+        err.contains("refused: the archive's spec linux.namespaces: has no net namespace"),
+        "{err}"
+    );
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+}
+
+/// A good archive whose config.dump records `base` as its rootfs base,
+/// restored without `--bundle` by `godwit` with `extra` arguments (and
+/// `env`): refused with `want`.
+fn base_refused(name: &str, base: &str, extra: &[&str], env: Option<&str>, want: &str) {
+    let a = Godwit::new();
+    let canary = Canary::new();
+    let (_bundle, archive, out) = checkpointed(&a, name, |_| {});
+    let mut ar = Archive::read(&archive);
+    ar.edit_json("config.dump", |c| {
+        c["rootfs_base"] = json!({"kind": "directory", "path": base});
+    });
+    let evil = out.path().join("evil.tar");
+    ar.write(&evil);
+    let b = Godwit::new();
+    let id = b.id(&format!("{name}-b"));
+    let mut cmd = b.cmd();
+    cmd.args(["restore", "--detach", "--import", evil.to_str().unwrap()])
+        .args(extra)
+        .arg(&id)
+        .stdin(std::process::Stdio::null());
+    match env {
+        Some(v) => cmd.env("GODWIT_ROOTFS_BASE_DIRS", v),
+        None => cmd.env_remove("GODWIT_ROOTFS_BASE_DIRS"),
+    };
+    let res = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{name}: restored");
+    assert!(err.contains(want), "{name}: wanted {want:?} in: {err}");
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+}
+
+#[test]
+fn a_rootfs_base_of_proc_self_root_is_refused() {
+    base_refused(
+        "procroot",
+        "/proc/self/root",
+        &["--rootfs-base-dir", "/tmp"],
+        None,
+        "refused: the archive's rootfs base: /proc/self/root is the host's root or in /proc, /sys or /dev: never a rootfs base",
+    );
+}
+
+#[test]
+fn a_rootfs_base_outside_the_allowed_directories_is_refused() {
+    let allowed = tempfile::tempdir().unwrap();
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host_dir.path().join("bin")).unwrap();
+    let host = host_dir.path().to_str().unwrap();
+    let allowed_dir = allowed.path().to_str().unwrap();
+    base_refused(
+        "hostdir",
+        host,
+        &[],
+        Some(allowed_dir),
+        &format!("refused: the archive's rootfs base: {host} is not under a directory this host allows rootfs bases in ({allowed_dir};"),
+    );
+    // None allowed at all: the error says what to give.
+    base_refused(
+        "hostdir-none",
+        host,
+        &[],
+        None,
+        "(none is configured): give --bundle DIR with a copy of the container's bundle, or allow the image store with --rootfs-base-dir DIR",
+    );
+    // A symlink in the allowed directory that leads out of it.
+    let link = allowed.path().join("layer");
+    std::os::unix::fs::symlink(host_dir.path(), &link).unwrap();
+    base_refused(
+        "hostdir-link",
+        link.to_str().unwrap(),
+        &["--rootfs-base-dir", allowed_dir],
+        None,
+        &format!(
+            "refused: the archive's rootfs base: {} leads to {host} is not under",
+            link.display()
+        ),
+    );
+}

@@ -333,19 +333,127 @@ fn recreate_bundle(
                      give --bundle DIR with a copy of the container's bundle"
                 .into(),
         })?;
+    let base = allowed_base(id, base, &args.rootfs_base_dirs)?;
     let spec_text = std::fs::read_to_string(&imported.spec_dump)
         .map_err(|e| RuntimeError::io(&imported.spec_dump, e))?;
     let spec: Spec = crate::bundle::parse_json(&imported.spec_dump, &spec_text)?;
+    check_archive_spec(id, &spec, &base.lowerdirs())?;
     let parent = args
         .work_path
         .clone()
         .unwrap_or_else(|| root.path().to_path_buf());
     let dir = std::path::absolute(parent.join(format!(".{id}.bundle")))
         .map_err(|e| RuntimeError::io(&parent, e))?;
-    let made =
-        RecreatedBundle::create(&dir, base, &spec, changes.diff.as_deref(), &changes.deleted)?;
+    let made = RecreatedBundle::create(
+        &dir,
+        &base,
+        &spec,
+        changes.diff.as_deref(),
+        &changes.deleted,
+    )?;
     tracing::info!(id, bundle = %made.path().display(), "recreated the bundle from the archive");
     Ok(made)
+}
+
+/// The archive's rootfs base with each directory canonical, if every one is
+/// in a directory the operator allows (see `restore_policy::check_rootfs_base`).
+fn allowed_base(
+    id: &str,
+    base: &crate::archive::RootfsBase,
+    given: &[PathBuf],
+) -> Result<crate::archive::RootfsBase> {
+    use crate::archive::RootfsBase;
+    let refused = |reason: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason: format!("the archive's rootfs base: {reason}"),
+    };
+    // Allowed directories that exist, canonical (a symlink counts where it leads).
+    let allowed: Vec<PathBuf> = given
+        .iter()
+        .filter_map(|d| match std::fs::canonicalize(d) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), "allowed rootfs base directory ignored: {e}");
+                None
+            }
+        })
+        .collect();
+    // As given too, for the first, lexical check (the archive names the base
+    // as the source host saw it, maybe through the same symlink).
+    let mut named: Vec<PathBuf> = Vec::new();
+    for d in given.iter().filter(|d| d.is_absolute()).chain(&allowed) {
+        if !named.contains(d) {
+            named.push(d.clone());
+        }
+    }
+    let mut lowers = Vec::new();
+    for lower in base.lowerdirs() {
+        // Checked lexically first: no need to resolve a path never allowed.
+        crate::restore_policy::check_rootfs_base(&lower, &named).map_err(refused)?;
+        let canonical = match std::fs::canonicalize(&lower) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::Bundle {
+                    path: lower.clone(),
+                    reason: "the rootfs base the archive records (the container's image on the source host) \
+                             is not on this host at that path; give --bundle DIR with a copy of the container's bundle, \
+                             or make the image available at that path"
+                        .into(),
+                })
+            }
+            Err(e) => return Err(RuntimeError::io(&lower, e)),
+        };
+        // And where it leads: a symlink out of the allowed directory is refused.
+        crate::restore_policy::check_rootfs_base(&canonical, &allowed)
+            .map_err(|r| refused(format!("{} leads to {r}", lower.display())))?;
+        lowers.push(canonical);
+    }
+    Ok(match base {
+        RootfsBase::Overlay { .. } => RootfsBase::Overlay { lowerdirs: lowers },
+        RootfsBase::Directory { .. } => RootfsBase::Directory {
+            path: lowers.into_iter().next().unwrap_or_default(),
+        },
+    })
+}
+
+/// The archive's spec against the policy for a bundle recreated from it
+/// (`restore_policy::check_archive_spec`), bind sources resolved: one that
+/// leads out of the rootfs base is refused too.
+fn check_archive_spec(id: &str, spec: &Spec, bases: &[PathBuf]) -> Result<()> {
+    let refused = |what: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason: format!(
+            "{what}; a bundle recreated from an archive takes only what a default container has: \
+             give --bundle DIR with the container's own config.json to restore it as it was"
+        ),
+    };
+    crate::restore_policy::check_archive_spec(spec, bases).map_err(|e| refused(e.to_string()))?;
+    for m in spec.mounts().iter().flatten() {
+        let Some(source) = m.source() else { continue };
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+        if !bind {
+            continue;
+        }
+        let resolved = std::fs::canonicalize(source).map_err(|e| {
+            refused(format!(
+                "the archive's spec binds {} at {}, which cannot be resolved: {e}",
+                source.display(),
+                m.destination().display()
+            ))
+        })?;
+        if !bases.iter().any(|b| resolved.starts_with(b)) {
+            return Err(refused(format!(
+                "the archive's spec binds {} at {}, which leads to {} outside the rootfs base",
+                source.display(),
+                m.destination().display(),
+                resolved.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A terminal container's console: the socket libcontainer sends the new
