@@ -677,7 +677,14 @@ fn check_image_creds(
             .iter()
             .map(|f| unhex(&f.prog).unwrap_or_default())
             .collect();
-        check_creds(entry.pid, &img.task.creds, &filters, &allowed).map_err(|e| {
+        check_creds(
+            entry.pid,
+            &img.task.creds,
+            &img.task.rlimits,
+            &filters,
+            &allowed,
+        )
+        .map_err(|e| {
             refused(format!(
                 "{e}; a process may not get more than the spec gives it (the image was altered, \
                  or checkpointed under another spec): restore with the container's own config.json"
