@@ -44,7 +44,7 @@ pub enum Error {
     Unsupported { pid: i32, what: String },
     #[error("image {}: {what}", file.display())]
     Image { file: PathBuf, what: String },
-    #[error("image {}: format version {found_major}.{found_minor} is not readable by this build (reads major {supported})", file.display())]
+    #[error("image {}: format version {found_major}.{found_minor} is not readable by this build (reads majors 1 to {supported})", file.display())]
     Version {
         file: PathBuf,
         found_major: u32,

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use godwit_checkpoint::records::Creds;
+use godwit_checkpoint::records::{Creds, Rlimit};
 use oci_spec::runtime::{Capability, LinuxIdMapping, LinuxNamespaceType, Spec};
 
 /// The namespace types a spec asks for. The time namespace is left out:
@@ -193,6 +193,33 @@ pub struct Allowed {
     pub no_new_privs: bool,
     /// The spec's seccomp filter compiled as `create` compiles it.
     pub seccomp: Option<Vec<u8>>,
+    /// Hard limits the spec sets (resource number, name, limit), which a
+    /// process without CAP_SYS_RESOURCE can only lower.
+    pub rlimits: Vec<(u32, String, u64)>,
+}
+
+/// The resource number of an OCI rlimit name (`RLIMIT_NOFILE`).
+fn rlimit_number(name: &str) -> Option<u32> {
+    const NAMES: [&str; 16] = [
+        "CPU",
+        "FSIZE",
+        "DATA",
+        "STACK",
+        "CORE",
+        "RSS",
+        "NPROC",
+        "NOFILE",
+        "MEMLOCK",
+        "AS",
+        "LOCKS",
+        "SIGPENDING",
+        "MSGQUEUE",
+        "NICE",
+        "RTPRIO",
+        "RTTIME",
+    ];
+    let short = name.strip_prefix("RLIMIT_")?;
+    NAMES.iter().position(|n| *n == short).map(|i| i as u32)
 }
 
 /// The host id of container id `id` under `maps` (None: not mapped).
@@ -274,6 +301,20 @@ impl Allowed {
             inh |= bnd;
         }
         let amb = cap_mask(caps.and_then(|c| c.ambient().as_ref())) | (prm & inh);
+        const CAP_SYS_RESOURCE: u64 = 1 << 24;
+        let rlimits = if prm & CAP_SYS_RESOURCE != 0 {
+            Vec::new()
+        } else {
+            process
+                .and_then(|p| p.rlimits().clone())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| {
+                    let name = r.typ().to_string();
+                    Some((rlimit_number(&name)?, name, r.hard()))
+                })
+                .collect()
+        };
         Allowed {
             uids,
             gids,
@@ -284,6 +325,7 @@ impl Allowed {
             cap_amb: amb,
             no_new_privs,
             seccomp,
+            rlimits,
         }
     }
 }
@@ -325,11 +367,13 @@ fn caps_beyond(have: u64, allowed: u64) -> Option<String> {
     })
 }
 
-/// Checks the credentials of process `pid` of an image (`creds`, and the
-/// BPF programs of its seccomp filters, oldest first) against `allowed`.
+/// Checks the credentials of process `pid` of an image (`creds`, its
+/// rlimits, and the BPF programs of its seccomp filters, oldest first)
+/// against `allowed`.
 pub fn check_creds(
     pid: i32,
     creds: &Creds,
+    rlimits: &[Rlimit],
     filters: &[Vec<u8>],
     allowed: &Allowed,
 ) -> Result<(), CredsRefused> {
@@ -389,6 +433,17 @@ pub fn check_creds(
             "not set".into(),
             "only processes with it set (process.noNewPrivileges is true)".into(),
         ));
+    }
+    for r in rlimits {
+        if let Some((_, name, hard)) = allowed.rlimits.iter().find(|a| a.0 == r.resource) {
+            if r.max > *hard {
+                return Err(refuse(
+                    "rlimit hard limit",
+                    format!("{name} = {}", r.max),
+                    format!("{hard} (process.rlimits; raising it needs CAP_SYS_RESOURCE)"),
+                ));
+            }
+        }
     }
     if let Some(prog) = &allowed.seccomp {
         if !filters.iter().any(|f| f == prog) {
@@ -696,6 +751,16 @@ pub fn check_archive_spec(spec: &Spec, bases: &[std::path::PathBuf]) -> Result<(
             format!("does not make {p} read-only"),
         ));
     }
+    if let Some(path) = linux.cgroups_path() {
+        let text = path.to_string_lossy();
+        let parts: Vec<&str> = text.split(['/', ':']).filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() || parts.contains(&"..") {
+            return Err(refused(
+                "linux.cgroupsPath",
+                format!("{text:?} is the root cgroup or leaves its parent (`..`)"),
+            ));
+        }
+    }
     let mut sysctls: Vec<_> = linux
         .sysctl()
         .clone()
@@ -898,12 +963,12 @@ mod tests {
     #[test]
     fn creds_within_the_spec_pass() {
         let allowed = Allowed::from_spec(&creds_spec(), None);
-        assert_eq!(check_creds(7, &good_creds(), &[], &allowed), Ok(()));
+        assert_eq!(check_creds(7, &good_creds(), &[], &[], &allowed), Ok(()));
         // Fewer is always fine.
         let mut fewer = good_creds();
         fewer.cap_eff = 0;
         fewer.cap_amb = 0;
-        assert_eq!(check_creds(7, &fewer, &[], &allowed), Ok(()));
+        assert_eq!(check_creds(7, &fewer, &[], &[], &allowed), Ok(()));
     }
 
     #[test]
@@ -911,7 +976,7 @@ mod tests {
         let allowed = Allowed::from_spec(&creds_spec(), None);
         let mut c = good_creds();
         c.uids[1] = 0;
-        let e = check_creds(7, &c, &[], &allowed).unwrap_err();
+        let e = check_creds(7, &c, &[], &[], &allowed).unwrap_err();
         assert_eq!(
             (e.pid, e.field, e.found.as_str()),
             (7, "uid", "0 (effective)")
@@ -923,11 +988,14 @@ mod tests {
         );
         let mut c = good_creds();
         c.gids[0] = 0;
-        assert_eq!(check_creds(7, &c, &[], &allowed).unwrap_err().field, "gid");
+        assert_eq!(
+            check_creds(7, &c, &[], &[], &allowed).unwrap_err().field,
+            "gid"
+        );
         let mut c = good_creds();
         c.groups = vec![0];
         assert_eq!(
-            check_creds(7, &c, &[], &allowed).unwrap_err().field,
+            check_creds(7, &c, &[], &[], &allowed).unwrap_err().field,
             "supplementary group"
         );
     }
@@ -938,7 +1006,7 @@ mod tests {
         let all = (1u64 << 41) - 1;
         let mut c = good_creds();
         c.cap_bnd = all;
-        let e = check_creds(7, &c, &[], &allowed).unwrap_err();
+        let e = check_creds(7, &c, &[], &[], &allowed).unwrap_err();
         assert_eq!(e.field, "bounding capabilities");
         assert!(e.found.contains("CAP_SYS_ADMIN"), "{e}");
         for (field, set) in [
@@ -954,7 +1022,10 @@ mod tests {
                 2 => c.cap_inh = all,
                 _ => c.cap_amb = all,
             }
-            assert_eq!(check_creds(7, &c, &[], &allowed).unwrap_err().field, field);
+            assert_eq!(
+                check_creds(7, &c, &[], &[], &allowed).unwrap_err().field,
+                field
+            );
         }
     }
 
@@ -964,7 +1035,7 @@ mod tests {
         let mut c = good_creds();
         c.no_new_privs = false;
         assert_eq!(
-            check_creds(7, &c, &[], &allowed).unwrap_err().field,
+            check_creds(7, &c, &[], &[], &allowed).unwrap_err().field,
             "no_new_privs"
         );
     }
@@ -972,11 +1043,17 @@ mod tests {
     #[test]
     fn the_specs_seccomp_filter_must_be_among_the_images() {
         let allowed = Allowed::from_spec(&creds_spec(), Some(vec![1, 2, 3, 4]));
-        let e = check_creds(7, &good_creds(), &[], &allowed).unwrap_err();
+        let e = check_creds(7, &good_creds(), &[], &[], &allowed).unwrap_err();
         assert_eq!(e.field, "seccomp filters");
-        assert!(check_creds(7, &good_creds(), &[vec![9]], &allowed).is_err());
+        assert!(check_creds(7, &good_creds(), &[], &[vec![9]], &allowed).is_err());
         assert_eq!(
-            check_creds(7, &good_creds(), &[vec![9], vec![1, 2, 3, 4]], &allowed),
+            check_creds(
+                7,
+                &good_creds(),
+                &[],
+                &[vec![9], vec![1, 2, 3, 4]],
+                &allowed
+            ),
             Ok(())
         );
     }
@@ -993,7 +1070,7 @@ mod tests {
         c.no_new_privs = false;
         // The spec gives no capabilities at all.
         (c.cap_bnd, c.cap_prm, c.cap_eff, c.cap_amb) = (0, 0, 0, 0);
-        assert_eq!(check_creds(1, &c, &[], &allowed), Ok(()));
+        assert_eq!(check_creds(1, &c, &[], &[], &allowed), Ok(()));
         v["linux"]["namespaces"]
             .as_array_mut()
             .unwrap()
@@ -1001,10 +1078,13 @@ mod tests {
         v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         let allowed = Allowed::from_spec(&spec(v.clone()), None);
-        assert_eq!(check_creds(1, &c, &[], &allowed).unwrap_err().field, "uid");
+        assert_eq!(
+            check_creds(1, &c, &[], &[], &allowed).unwrap_err().field,
+            "uid"
+        );
         c.uids = vec![100005; 4];
         c.gids = vec![100005; 4];
-        assert_eq!(check_creds(1, &c, &[], &allowed), Ok(()));
+        assert_eq!(check_creds(1, &c, &[], &[], &allowed), Ok(()));
         // A non-root user is its one mapped id.
         v["process"]["user"] = json!({"uid": 1000, "gid": 1000});
         let allowed = Allowed::from_spec(&spec(v), None);
@@ -1123,6 +1203,18 @@ mod tests {
                 }),
             ),
             (
+                "linux.cgroupsPath",
+                Box::new(|v| {
+                    v["linux"]["cgroupsPath"] = json!("/../../system.slice");
+                }),
+            ),
+            (
+                "linux.cgroupsPath",
+                Box::new(|v| {
+                    v["linux"]["cgroupsPath"] = json!("/");
+                }),
+            ),
+            (
                 "linux.sysctl",
                 Box::new(|v| {
                     v["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/tmp/x"});
@@ -1179,5 +1271,30 @@ mod tests {
             ]
         );
         assert!(rootfs_base_dirs(&[], None).is_empty());
+    }
+
+    #[test]
+    fn a_hard_rlimit_above_the_specs_is_refused() {
+        let mut v = serde_json::to_value(creds_spec()).unwrap();
+        v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]);
+        let allowed = Allowed::from_spec(&spec(v.clone()), None);
+        let nofile = |max| Rlimit {
+            resource: 7,
+            cur: 1024,
+            max,
+        };
+        assert_eq!(
+            check_creds(7, &good_creds(), &[nofile(512)], &[], &allowed),
+            Ok(())
+        );
+        let e = check_creds(7, &good_creds(), &[nofile(1 << 20)], &[], &allowed).unwrap_err();
+        assert_eq!(
+            (e.field, e.found.as_str()),
+            ("rlimit hard limit", "RLIMIT_NOFILE = 1048576")
+        );
+        // With CAP_SYS_RESOURCE the process could have raised it itself.
+        v["process"]["capabilities"]["permitted"] = json!(["CAP_SYS_RESOURCE"]);
+        let allowed = Allowed::from_spec(&spec(v), None);
+        assert!(allowed.rlimits.is_empty());
     }
 }

@@ -641,3 +641,19 @@ fn a_rootfs_base_outside_the_allowed_directories_is_refused() {
         ),
     );
 }
+
+#[test]
+fn a_record_with_a_raised_hard_rlimit_is_refused() {
+    raised_creds_refused(
+        "rlimit",
+        |r| {
+            for l in r["task"]["rlimits"].as_array_mut().unwrap() {
+                if l["resource"] == 7 {
+                    l["max"] = json!(1u64 << 20);
+                    l["cur"] = json!(1u64 << 20);
+                }
+            }
+        },
+        &["refused: process 1 of the image: rlimit hard limit is RLIMIT_NOFILE = 1048576, the destination's spec allows 1024"],
+    );
+}
