@@ -39,16 +39,9 @@ pub fn checkpoint(
         let _ = std::fs::remove_dir_all(image);
     }
     let existed = image.exists();
-    if existed
-        && std::fs::read_dir(image)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        return Err(RuntimeError::Bundle {
-            path: image.to_path_buf(),
-            reason: "the image directory is not empty; choose another --image-path".into(),
-        });
-    }
+    // An earlier checkpoint there is replaced (podman checkpoints into the
+    // same directory again after --leave-running); anything else is refused.
+    crate::criu_compat::prepare_image_dir(image)?;
     let manager = cgroup_manager(&container)?;
     let mut pids: Vec<i32> = manager
         .get_all_pids()
@@ -160,8 +153,9 @@ pub fn checkpoint(
     }
     // The rootfs changes go into the image directory (and from there to the
     // archive's top level), whether exported or not.
-    let written =
-        capture_rootfs(&container, &spec, image).and_then(|captured| match &args.export {
+    let written = crate::criu_compat::write_marker(image)
+        .and_then(|()| capture_rootfs(&container, &spec, image))
+        .and_then(|captured| match &args.export {
             Some(file) => export(&container, &spec, image, file, &stats, &captured),
             None => Ok(()),
         });
@@ -194,6 +188,16 @@ pub fn checkpoint(
     }
     if temp_image {
         let _ = std::fs::remove_dir_all(image);
+    }
+    // podman reads the statistics from its work path (--print-stats) and
+    // puts them in its archive (--export).
+    if let Some(work) = &args.work_path {
+        let bytes = crate::criu_compat::stats_dump_bytes(&stats);
+        if let Err(e) =
+            crate::criu_compat::write_stats(work, crate::criu_compat::STATS_DUMP, &bytes)
+        {
+            tracing::warn!(id, "checkpointed, but the statistics were not written: {e}");
+        }
     }
     tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
     Ok(stats)
