@@ -173,7 +173,7 @@ impl Held {
             unsafe { libc::kill(pid, libc::SIGSTOP) };
         }
         if let Some(cgroup) = &self.keep_frozen {
-            crate::freeze::freeze_again(cgroup)?;
+            crate::freezer::Freezer::at(cgroup)?.request_freeze()?;
         }
         std::mem::replace(&mut self.frozen, Frozen::empty()).release()
     }
@@ -252,6 +252,13 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
             .collect();
         files::assign_ofds(&mut refs)?;
     }
+    // memfd contents go into files of their own, beside the records.
+    let mut extras = Vec::new();
+    for (_, img, ids, _) in &mut dumped {
+        for (name, bytes) in crate::memfd::take_blobs(ids.pid, &mut img.files) {
+            extras.push(image::put_extra(sink, &name, &bytes)?);
+        }
+    }
     let mut entries = Vec::with_capacity(dumped.len());
     for (_, img, ids, pages) in &dumped {
         let record = image::put_json(sink, &format!("process-{}.json", ids.pid), img)?;
@@ -267,7 +274,6 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
         });
     }
     stats.memdump_us = us(t_mem);
-    let mut extras = Vec::new();
     if opts.record_terminal {
         if let Some(group) = crate::terminal::capture(root)? {
             let bytes = crate::terminal::to_bytes(&group);

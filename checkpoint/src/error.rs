@@ -44,13 +44,15 @@ pub enum Error {
     Unsupported { pid: i32, what: String },
     #[error("image {}: {what}", file.display())]
     Image { file: PathBuf, what: String },
-    #[error("image {}: format version {found_major}.{found_minor} is not readable by this build (reads major {supported})", file.display())]
+    #[error("image {}: format version {found_major}.{found_minor} is not readable by this build (reads majors 1 to {supported})", file.display())]
     Version {
         file: PathBuf,
         found_major: u32,
         found_minor: u32,
         supported: u32,
     },
+    #[error("cgroup freezer {}: {what}", dir.display())]
+    Freezer { dir: PathBuf, what: String },
     #[error("vDSO: {0}")]
     Vdso(String),
     #[error("restore of pid {pid}: {what}")]

@@ -7,6 +7,7 @@ use std::path::Path;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+use crate::freezer::Freezer;
 use crate::proc;
 use crate::ptrace::{self, Stop};
 
@@ -94,7 +95,8 @@ impl Frozen {
             procs: Vec::new(),
             released: false,
         };
-        let thaw = CgroupFreezer::freeze(cgroup)?;
+        let freezer = Freezer::at(cgroup)?;
+        let thaw = freezer.frozen()?;
         // The caller listed the processes before the freeze: a short-lived
         // child (a shell's `sleep`) may have exited, or a new one been
         // forked, since. Frozen, the cgroup's membership holds still.
@@ -316,62 +318,6 @@ fn seize_one(tid: i32) -> Result<()> {
         }
     }
     r
-}
-
-/// Freezes a cgroup without waiting: the caller's processes are still in
-/// ptrace stops and enter the freezer as they are released.
-pub fn freeze_again(cgroup: &Path) -> Result<()> {
-    let v2 = cgroup.join("cgroup.freeze");
-    let (file, frozen) = if v2.exists() {
-        (v2, "1")
-    } else {
-        (cgroup.join("freezer.state"), "FROZEN")
-    };
-    std::fs::write(&file, frozen).map_err(|e| Error::io(&file, e))
-}
-
-/// A frozen cgroup, thawed on drop.
-struct CgroupFreezer {
-    file: std::path::PathBuf,
-    thawed: &'static str,
-}
-
-impl CgroupFreezer {
-    fn freeze(cgroup: &Path) -> Result<Self> {
-        let v2 = cgroup.join("cgroup.freeze");
-        let (file, frozen, thawed) = if v2.exists() {
-            (v2, "1", "0")
-        } else {
-            (cgroup.join("freezer.state"), "FROZEN", "THAWED")
-        };
-        std::fs::write(&file, frozen).map_err(|e| Error::io(&file, e))?;
-        let guard = CgroupFreezer { file, thawed };
-        // Wait until every task is frozen (v2: cgroup.events "frozen 1").
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let done = if thawed == "0" {
-                let ev = cgroup.join("cgroup.events");
-                proc::read_string(&ev)?.lines().any(|l| l == "frozen 1")
-            } else {
-                proc::read_string(&guard.file)?.trim() == "FROZEN"
-            };
-            if done {
-                return Ok(guard);
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(Error::image(cgroup, "cgroup did not freeze within 10 s"));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    }
-}
-
-impl Drop for CgroupFreezer {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(&self.file, self.thawed) {
-            tracing::error!(file = %self.file.display(), error = %e, "cannot thaw cgroup");
-        }
-    }
 }
 
 /// Waits for the PTRACE_INTERRUPT stop of `tid`. A signal that was being

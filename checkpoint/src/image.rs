@@ -13,7 +13,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::stream::{Sink, SinkWriter};
 
-pub const FORMAT_MAJOR: u32 = 1;
+pub const FORMAT_MAJOR: u32 = 2;
+/// The oldest major version this build still reads (format 1: memfd
+/// contents as hex inside the process record).
+pub const OLDEST_MAJOR: u32 = 1;
 pub const FORMAT_MINOR: u32 = 0;
 pub const INVENTORY: &str = "inventory.json";
 pub const ARCH: &str = "x86_64";
@@ -31,7 +34,7 @@ impl FormatVersion {
     };
 
     fn check(&self, file: &Path) -> Result<()> {
-        if self.major != FORMAT_MAJOR {
+        if !(OLDEST_MAJOR..=FORMAT_MAJOR).contains(&self.major) {
             return Err(Error::Version {
                 file: file.to_path_buf(),
                 found_major: self.major,

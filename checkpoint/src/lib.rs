@@ -28,9 +28,11 @@
 //! ```
 
 // The public API: dump, restore, the image format and its records, a stub to
-// restore into, what a caller reads about live processes, the terminal record.
+// restore into, what a caller reads about live processes, the terminal record,
+// the cgroup freezer.
 pub mod digest;
 pub mod error;
+pub mod freezer;
 pub mod host;
 pub mod image;
 pub mod records;

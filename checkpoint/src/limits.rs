@@ -28,7 +28,7 @@ pub const TASK_END: u64 = 0x7fff_ffff_f000;
 pub const MAX_AUXV: usize = 64;
 /// inventory.json.
 pub const MAX_INVENTORY_BYTES: u64 = 64 << 20;
-/// One process record (JSON; pipe and memfd contents are in it).
+/// One process record (JSON; pipe contents are in it, memfd contents in files of their own).
 pub const MAX_RECORD_BYTES: u64 = 1 << 30;
 
 fn field(file: &Path, what: String) -> Error {

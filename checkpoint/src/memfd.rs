@@ -1,6 +1,8 @@
-//! memfd file descriptors: name, size, seals, offset, and the content when
-//! no process of the tree maps the object (mapped content comes back with
-//! the mapping's pages, and the fd then refers to that same object).
+//! memfd file descriptors: name, size, seals, offset, and the content, in a
+//! file of its own in the image (`memfd-PID-FD.img`, listed with its digest
+//! among the inventory's extras). Restore uses the content when no process
+//! of the tree maps the object (mapped content comes back with the mapping's
+//! pages, and the fd then refers to that same object).
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -9,11 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::files::{FdCtx, FdKind, FilesImage};
+use crate::image::ImageReader;
 use crate::ptrace::Injector;
 use crate::sys::{self, Scratch};
-use crate::threads::{hex, unhex};
+use crate::threads::unhex;
 
-/// Content of unmapped memfds is kept in the record: keep it small.
+/// Content of memfds is read whole at dump and restore: keep it small.
 const MAX_UNMAPPED: u64 = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +26,71 @@ pub struct MemfdImage {
     pub size: u64,
     pub seals: u32,
     pub pos: u64,
-    /// Whole content, hex (empty when size is 0).
+    /// Format 1: the whole content, hex. Never written by format 2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub data: String,
+    /// Format 2: the image file holding the whole content (absent when the
+    /// memfd is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    /// The content between the dump and the write of the records (see
+    /// [`take_blobs`]), and after [`load_blobs`] at restore.
+    #[serde(skip)]
+    pub content: Vec<u8>,
+}
+
+/// The name of the blob file of fd `fd` of process `pid` (ns pid).
+pub fn blob_name(pid: i32, fd: i32) -> String {
+    format!("memfd-{pid}-{fd}.img")
+}
+
+/// Moves the memfd contents of process `pid`'s record out into blob files:
+/// `(name, bytes)` to write as image files, each fd naming its own.
+pub(crate) fn take_blobs(pid: i32, files: &mut FilesImage) -> Vec<(String, Vec<u8>)> {
+    let mut blobs = Vec::new();
+    for f in &mut files.fds {
+        if let FdKind::Memfd(m) = &mut f.kind {
+            if !m.content.is_empty() {
+                let name = blob_name(pid, f.fd);
+                m.blob = Some(name.clone());
+                blobs.push((name, std::mem::take(&mut m.content)));
+            }
+        }
+    }
+    blobs
+}
+
+/// Puts every memfd's content into its record (from its blob file, checked
+/// against the inventory's digest, or a format-1 record's hex), refusing a
+/// content whose length is not the recorded size.
+pub(crate) fn load_blobs(reader: &ImageReader, pid: i32, files: &mut FilesImage) -> Result<()> {
+    for f in &mut files.fds {
+        let FdKind::Memfd(m) = &mut f.kind else {
+            continue;
+        };
+        let bad = |what: String| Error::image(reader.dir.join(format!("process-{pid}.json")), what);
+        m.content = match (&m.blob, m.data.is_empty()) {
+            (Some(name), _) => reader.extra(name)?.ok_or_else(|| {
+                bad(format!(
+                    "fd {}: memfd content {name:?} is not among the inventory's files",
+                    f.fd
+                ))
+            })?,
+            (None, false) => {
+                unhex(&m.data).ok_or_else(|| bad(format!("fd {}: memfd data is not hex", f.fd)))?
+            }
+            (None, true) => Vec::new(),
+        };
+        if m.content.len() as u64 != m.size {
+            return Err(bad(format!(
+                "fd {}: memfd content of {} bytes, the record says {}",
+                f.fd,
+                m.content.len(),
+                m.size
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn is_memfd(link: &str) -> bool {
@@ -59,7 +125,9 @@ pub fn dump_fd(c: &FdCtx, _: &mut FilesImage) -> Result<FdKind> {
         size,
         seals,
         pos: c.pos,
-        data: hex(&data),
+        data: String::new(),
+        blob: None,
+        content: data,
     }))
 }
 
@@ -83,7 +151,7 @@ pub fn restore(
                 &[p, (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64],
             )?;
             inj.syscall("ftruncate", libc::SYS_ftruncate, &[fd, img.size])?;
-            let data = unhex(&img.data).ok_or_else(|| Error::restore(ns_pid, "bad memfd data"))?;
+            let data = &img.content;
             if !data.is_empty() {
                 use std::os::unix::fs::FileExt;
                 let path = format!("/proc/{host_pid}/fd/{fd}");
@@ -91,7 +159,7 @@ pub fn restore(
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io(&path, e))?;
-                f.write_all_at(&data, 0).map_err(|e| Error::io(&path, e))?;
+                f.write_all_at(data, 0).map_err(|e| Error::io(&path, e))?;
             }
             fd
         }

@@ -84,7 +84,8 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     let order = reader.tree_order()?;
     let mut loaded = Vec::new();
     for e in &inv.processes {
-        let img: ProcessImage = reader.read_json(&e.record)?;
+        let mut img: ProcessImage = reader.read_json(&e.record)?;
+        crate::memfd::load_blobs(&reader, e.pid, &mut img.files)?;
         crate::limits::check_process(
             &dir.join(&e.record.name),
             e.pid,
@@ -231,7 +232,8 @@ pub fn verify_image(dir: &Path, pages: bool) -> Result<()> {
     let reader = ImageReader::open(dir)?;
     let inv = &reader.inventory;
     for e in &inv.processes {
-        let img: ProcessImage = reader.read_json(&e.record)?;
+        let mut img: ProcessImage = reader.read_json(&e.record)?;
+        crate::memfd::load_blobs(&reader, e.pid, &mut img.files)?;
         crate::limits::check_process(
             &dir.join(&e.record.name),
             e.pid,

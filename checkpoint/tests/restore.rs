@@ -285,7 +285,14 @@ fn corrupt_truncated_and_foreign_images_are_refused() {
     // Unknown major version, other architecture, truncated inventory.
     let inv = img.join("inventory.json");
     let i = std::fs::read_to_string(&inv).unwrap();
-    std::fs::write(&inv, i.replace("\"major\":1", "\"major\":99")).unwrap();
+    std::fs::write(
+        &inv,
+        i.replace(
+            &format!("\"major\":{}", godwit_checkpoint::image::FORMAT_MAJOR),
+            "\"major\":99",
+        ),
+    )
+    .unwrap();
     let e = assert_refused(&img, "major 99");
     assert!(e.contains("format version 99"), "{e}");
     std::fs::write(&inv, i.replace("\"x86_64\"", "\"aarch64\"")).unwrap();
@@ -436,6 +443,25 @@ fn shared_anonymous_memory_and_memfd_stay_shared_between_processes() {
         assert_ticks,
     );
     assert_eq!(ds.processes, 2);
+    // Both processes hold the memfd open: its content is a file of the
+    // image per fd (format 2), not hex inside the process record.
+    let img = tmp.path().join("img");
+    let blobs: Vec<String> = std::fs::read_dir(&img)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("memfd-") && n.ends_with(".img"))
+        .collect();
+    assert_eq!(blobs.len(), 2, "{blobs:?}");
+    for blob in &blobs {
+        assert_eq!(std::fs::metadata(img.join(blob)).unwrap().len(), 65536);
+    }
+    let inventory = std::fs::read_to_string(img.join("inventory.json")).unwrap();
+    assert!(
+        blobs.iter().all(|b| inventory.contains(b.as_str())),
+        "{inventory}"
+    );
+    let record = std::fs::read_to_string(img.join("process-1.json")).unwrap();
+    assert!(record.contains("\"blob\"") && !record.contains("\"data\""));
 }
 
 #[test]

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 /// Archive format. A reader refuses another major version; a newer minor only
 /// adds fields an older reader may ignore.
 pub const FORMAT_MAJOR: u32 = 1;
-/// 1.1: config.dump's `rootfs_base`.
-pub const FORMAT_MINOR: u32 = 1;
+/// 1.1: config.dump's `rootfs_base`; 1.2: a SHA-256 for every listed file,
+/// and the optional `config.dump.sig` (an Ed25519 signature over config.dump).
+pub const FORMAT_MINOR: u32 = 2;
 
 pub const IMAGE_DIR: &str = "checkpoint";
 pub const SPEC_DUMP: &str = "spec.dump";
@@ -41,16 +42,19 @@ pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 pub const DELETED_FILES: &str = "deleted.files";
 pub const STATS_DUMP: &str = "stats-dump";
 
+pub const SIGNATURE: &str = crate::signing::SIGNATURE_ENTRY;
+
 /// The top-level regular files an archive may hold (besides `checkpoint/`).
-const TOP_FILES: [&str; 5] = [
+const TOP_FILES: [&str; 6] = [
     SPEC_DUMP,
     CONFIG_DUMP,
+    SIGNATURE,
     ROOTFS_DIFF,
     DELETED_FILES,
     STATS_DUMP,
 ];
 const KNOWN_NAMES: &str =
-    "checkpoint/, spec.dump, config.dump, rootfs-diff.tar, deleted.files, stats-dump";
+    "checkpoint/, spec.dump, config.dump, config.dump.sig, rootfs-diff.tar, deleted.files, stats-dump";
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const BLOCK: u64 = 512;
@@ -124,6 +128,15 @@ pub enum ArchiveError {
     },
     #[error("import destination {path}: {reason}")]
     Destination { path: PathBuf, reason: String },
+    #[error("{archive}: entry {entry}: its SHA-256 is {found} but config.dump lists {listed}: the archive was altered or damaged after export; nothing was extracted")]
+    DigestMismatch {
+        archive: PathBuf,
+        entry: String,
+        found: String,
+        listed: String,
+    },
+    #[error("{archive}: signature check failed: {reason}; nothing was extracted (restore only archives signed with the key whose public half you give with --verify-key / GODWIT_VERIFY_KEY)")]
+    Signature { archive: PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, ArchiveError>;
@@ -236,6 +249,29 @@ pub struct ArchiveContents {
     pub stats: serde_json::Value,
 }
 
+/// Who an archive must come from: the public key its `config.dump.sig` must
+/// verify with, and whether an unsigned archive is refused.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub verify_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Refuse an archive without a valid signature (a verify key is then needed).
+    pub require_signature: bool,
+}
+
+/// What import found about an archive's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// No `config.dump.sig` (and no key required one).
+    Unsigned,
+    /// Signed, but import was given no key to check it with.
+    NotChecked { public_key: String },
+    /// The signature verifies with the given key (hex).
+    Verified { public_key: String },
+}
+
+/// Free space an import leaves by default (`--import-reserve`).
+pub const DEFAULT_RESERVE: u64 = 256 << 20;
+
 /// Bounds on what `import` accepts.
 #[derive(Clone, Debug)]
 pub struct ImportLimits {
@@ -248,6 +284,8 @@ pub struct ImportLimits {
     /// Largest config.dump, spec.dump, deleted.files or stats-dump: these are
     /// read into memory.
     pub max_metadata_size: u64,
+    /// Free space the import must leave on the destination's filesystem.
+    pub reserve_bytes: u64,
 }
 
 impl Default for ImportLimits {
@@ -257,6 +295,7 @@ impl Default for ImportLimits {
             max_total_size: 1 << 40,
             max_entries: 1 << 16,
             max_metadata_size: 64 << 20,
+            reserve_bytes: DEFAULT_RESERVE,
         }
     }
 }
@@ -277,6 +316,7 @@ pub struct Imported {
     pub deleted_files: Vec<String>,
     pub stats: serde_json::Value,
     pub compressed: bool,
+    pub signature: SignatureStatus,
 }
 
 /// One entry of `config.dump`'s list: every entry of the archive but
@@ -288,6 +328,10 @@ struct ListedEntry {
     #[serde(rename = "type")]
     kind: Kind,
     size: u64,
+    /// [`godwit_checkpoint::digest`] of a file's bytes (format 1.2; required
+    /// by `import`, absent for directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -326,11 +370,42 @@ struct Planned {
 /// ends in `.zst`. It is written to a temp file next to `file` (0600), synced,
 /// and renamed over `file` only when complete, so `file` is never half-written.
 pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
-    let fail = |reason: String| ArchiveError::Export {
+    export_signed(contents, file, None)
+}
+
+/// [`export`], with `config.dump.sig` (an Ed25519 signature over
+/// config.dump's exact bytes) right after config.dump when `key` is given.
+/// The passes: the contents checked as import would check them, every entry
+/// planned, each listed with its size and digest, config.dump (and its
+/// signature) put first, and the archive written whole under a temporary
+/// name, then renamed.
+pub fn export_signed(
+    contents: &ArchiveContents,
+    file: &Path,
+    key: Option<&ed25519_dalek::SigningKey>,
+) -> Result<()> {
+    check_contents(contents, file)?;
+    let body = plan_entries(contents, file)?;
+    let listed = list_entries(&body)?;
+    let config_bytes = config_dump_bytes(&contents.config, &listed)
+        .map_err(|e| export_failed(file, format!("cannot serialize config.dump: {e}")))?;
+    let signature = key.map(|key| json_bytes(&crate::signing::sign(key, &config_bytes)));
+    let plan = with_head(config_bytes, signature, body);
+    write_archive(&plan, file)
+}
+
+fn export_failed(file: &Path, reason: String) -> ArchiveError {
+    ArchiveError::Export {
         archive: file.to_path_buf(),
         reason,
-    };
-    // What import refuses, export refuses to write.
+    }
+}
+
+/// Pass 1: what import refuses, export refuses to write — a spec that is
+/// not a JSON object, a deleted path import would refuse, an archive path
+/// that names no file or a directory.
+fn check_contents(contents: &ArchiveContents, file: &Path) -> Result<()> {
+    let fail = |reason: String| export_failed(file, reason);
     match serde_json::from_slice::<serde_json::Value>(&contents.spec_dump) {
         Ok(v) if v.is_object() => {}
         Ok(_) => return Err(fail("the spec (spec.dump) is not a JSON object".into())),
@@ -341,15 +416,18 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
             return Err(fail(format!("deleted file [{i}] {p:?}: {reason}")));
         }
     }
-    let name = file
-        .file_name()
-        .ok_or_else(|| fail("the path names no file".into()))?;
+    if file.file_name().is_none() {
+        return Err(fail("the path names no file".into()));
+    }
     if file.is_dir() {
         return Err(fail("it is a directory; give a file name".into()));
     }
+    Ok(())
+}
 
-    // Everything but config.dump, with sizes, so config.dump (first in the
-    // archive, read first on import) can list them.
+/// Pass 2: every entry but config.dump, in archive order: the runtime's
+/// files, the image directory (sorted), the rootfs diff.
+fn plan_entries(contents: &ArchiveContents, file: &Path) -> Result<Vec<Planned>> {
     let mut plan = vec![
         Planned {
             name: SPEC_DUMP.into(),
@@ -371,73 +449,121 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
     let image_meta = fs::metadata(&contents.image_dir)
         .map_err(io_err(&contents.image_dir, "reading the image directory"))?;
     if !image_meta.is_dir() {
-        return Err(fail(format!(
-            "image directory {} is not a directory",
-            contents.image_dir.display()
-        )));
+        return Err(export_failed(
+            file,
+            format!(
+                "image directory {} is not a directory",
+                contents.image_dir.display()
+            ),
+        ));
     }
     plan_dir(&contents.image_dir, IMAGE_DIR, &mut plan, file)?;
-    // The rootfs changes checkpoint leaves in the image directory travel at
-    // the archive's top level (rootfs_diff, deleted_files), not twice.
-    plan.retain(|p| {
-        p.name != format!("{IMAGE_DIR}/{ROOTFS_DIFF}")
-            && p.name != format!("{IMAGE_DIR}/{DELETED_FILES}")
-    });
+    plan.retain(|p| !moved_to_top(&p.name));
     if let Some(diff) = &contents.rootfs_diff {
         let meta = fs::metadata(diff).map_err(io_err(diff, "reading the rootfs diff"))?;
         if !meta.is_file() {
-            return Err(fail(format!(
-                "rootfs diff {} is not a regular file",
-                diff.display()
-            )));
+            return Err(export_failed(
+                file,
+                format!("rootfs diff {} is not a regular file", diff.display()),
+            ));
         }
         plan.push(Planned {
             name: ROOTFS_DIFF.into(),
             source: Source::File(diff.clone(), meta.len()),
         });
     }
-    let listed: Vec<ListedEntry> = plan
-        .iter()
-        .map(|p| ListedEntry {
-            path: p.name.clone(),
-            kind: match p.source {
-                Source::Dir => Kind::Dir,
-                _ => Kind::File,
-            },
-            size: match &p.source {
-                Source::Bytes(b) => b.len() as u64,
-                Source::File(_, len) => *len,
-                Source::Dir => 0,
-            },
-        })
-        .collect();
-    let mut config = serde_json::to_value(&contents.config)
-        .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?;
-    if let Some(obj) = config.as_object_mut() {
-        obj.insert(
-            "entries".into(),
-            serde_json::to_value(&listed)
-                .map_err(|e| fail(format!("cannot serialize config.dump: {e}")))?,
-        );
-    }
-    plan.insert(
-        0,
-        Planned {
-            name: CONFIG_DUMP.into(),
-            source: Source::Bytes(json_bytes(&config)),
-        },
-    );
+    Ok(plan)
+}
 
+/// The rootfs changes checkpoint leaves in the image directory travel at
+/// the archive's top level (rootfs_diff, deleted_files), not twice.
+fn moved_to_top(entry: &str) -> bool {
+    entry
+        .strip_prefix(IMAGE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| name == ROOTFS_DIFF || name == DELETED_FILES)
+}
+
+/// Pass 3: config.dump's list of the planned entries, with their sizes and
+/// digests (files are read once for it, and again when written).
+fn list_entries(plan: &[Planned]) -> Result<Vec<ListedEntry>> {
+    plan.iter()
+        .map(|p| {
+            let (kind, size, sha256) = match &p.source {
+                Source::Bytes(b) => (Kind::File, b.len() as u64, Some(digest_of(b))),
+                Source::File(path, len) => (Kind::File, *len, Some(digest_file(path, *len)?)),
+                Source::Dir => (Kind::Dir, 0, None),
+            };
+            Ok(ListedEntry {
+                path: p.name.clone(),
+                kind,
+                size,
+                sha256,
+            })
+        })
+        .collect()
+}
+
+/// config.dump's bytes: the record with `entries`, the list of every other
+/// entry.
+fn config_dump_bytes(
+    config: &ArchiveConfig,
+    listed: &[ListedEntry],
+) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(config)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("entries".into(), serde_json::to_value(listed)?);
+    }
+    Ok(json_bytes(&value))
+}
+
+/// Pass 4: config.dump first (import reads it first), its signature second,
+/// then the planned entries.
+fn with_head(config: Vec<u8>, signature: Option<Vec<u8>>, body: Vec<Planned>) -> Vec<Planned> {
+    let mut plan = Vec::with_capacity(body.len() + 2);
+    plan.push(Planned {
+        name: CONFIG_DUMP.into(),
+        source: Source::Bytes(config),
+    });
+    if let Some(sig) = signature {
+        plan.push(Planned {
+            name: SIGNATURE.into(),
+            source: Source::Bytes(sig),
+        });
+    }
+    plan.extend(body);
+    plan
+}
+
+/// The temporary name the archive `name` is written under by process `pid`
+/// (the dump guard removes `.NAME.PID.*.tmp` of a killed checkpoint).
+pub(crate) fn temporary_name(name: &str, pid: u32, nanos: u32) -> String {
+    format!(".{name}.{pid}.{nanos}.tmp")
+}
+
+/// Whether `file_name` is a temporary name of archive `name` written by
+/// process `pid` ([`temporary_name`]).
+pub(crate) fn is_temporary(file_name: &str, name: &str, pid: i32) -> bool {
+    file_name
+        .strip_prefix(&format!(".{name}.{pid}."))
+        .is_some_and(|rest| rest.ends_with(".tmp"))
+}
+
+/// Pass 5: the archive written to a temp file next to `file` (0600), tar or
+/// (a `.zst` name) zstd with a checksum, synced, and renamed over `file`
+/// only when complete, then the directory synced.
+fn write_archive(plan: &[Planned], file: &Path) -> Result<()> {
+    let name = file
+        .file_name()
+        .ok_or_else(|| export_failed(file, "the path names no file".into()))?;
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let nanos = Utc::now().timestamp_subsec_nanos();
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
+    let tmp = dir.join(temporary_name(
+        &name.to_string_lossy(),
         std::process::id(),
-        nanos
+        Utc::now().timestamp_subsec_nanos(),
     ));
     let out = OpenOptions::new()
         .write(true)
@@ -454,7 +580,7 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
         enc.include_checksum(true)
             .map_err(io_err(&tmp, "starting zstd"))?;
         let mut builder = tar::Builder::new(enc);
-        write_plan(&mut builder, &plan, &tmp)?;
+        write_plan(&mut builder, plan, &tmp)?;
         let enc = builder
             .into_inner()
             .map_err(io_err(&tmp, "finishing the tar stream"))?;
@@ -462,7 +588,7 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
             .map_err(io_err(&tmp, "finishing the zstd stream"))?
     } else {
         let mut builder = tar::Builder::new(out);
-        write_plan(&mut builder, &plan, &tmp)?;
+        write_plan(&mut builder, plan, &tmp)?;
         builder
             .into_inner()
             .map_err(io_err(&tmp, "finishing the tar stream"))?
@@ -481,6 +607,38 @@ pub fn export(contents: &ArchiveContents, file: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(io_err(&dir, "syncing the directory of the archive"))?;
     Ok(())
+}
+
+/// The digest an archive lists for an entry's bytes (as the image's:
+/// plain SHA-256 up to 64 MiB, the chunked form above).
+fn digest_of(bytes: &[u8]) -> String {
+    godwit_checkpoint::digest::of(bytes)
+}
+
+/// [`digest_of`] a file's first `len` bytes, read in pieces.
+fn digest_file(path: &Path, len: u64) -> Result<String> {
+    let f = File::open(path).map_err(io_err(path, "opening for the archive"))?;
+    let mut r = BufReader::with_capacity(IO_BUF, f).take(len);
+    let mut h = godwit_checkpoint::digest::Hasher::new();
+    let mut buf = vec![0u8; IO_BUF];
+    let mut got = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(path, "reading for the archive")(e)),
+        };
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    if got != len {
+        return Err(io_err(path, "reading for the archive")(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file shrank while being archived",
+        )));
+    }
+    Ok(h.finalize())
 }
 
 fn json_bytes<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
@@ -628,9 +786,12 @@ struct Checked {
     path: String,
     kind: Kind,
     size: u64,
+    /// The digest of the data the first pass read (files of an archive file).
+    sha256: Option<String>,
 }
 
 struct Validated {
+    signature: SignatureStatus,
     entries: Vec<Checked>,
     config: ArchiveConfig,
     deleted_files: Vec<String>,
@@ -644,6 +805,26 @@ struct Validated {
 /// unless every entry passed; an extraction that fails midway removes what
 /// it wrote.
 pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Imported> {
+    import_trusted(file, dest, limits, &Trust::default())
+}
+
+/// [`import`], the archive's signature checked against `trust` before
+/// anything but config.dump (the digest list) is parsed.
+pub fn import_trusted(
+    file: &Path,
+    dest: &Path,
+    limits: &ImportLimits,
+    trust: &Trust,
+) -> Result<Imported> {
+    if trust.require_signature && trust.verify_key.is_none() {
+        return Err(ArchiveError::Signature {
+            archive: file.to_path_buf(),
+            reason:
+                "a signed archive is required (--require-signature / GODWIT_REQUIRE_SIGNATURE) \
+                     but no verify key was given"
+                    .into(),
+        });
+    }
     let archive = File::open(file).map_err(io_err(file, "opening the archive"))?;
     let meta = archive
         .metadata()
@@ -654,8 +835,8 @@ pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Importe
     let len = meta.len();
     let compressed = sniff(&archive, file, len)?;
     let dest_exists = check_dest(dest)?;
-    let validated = validate(&archive, file, len, compressed, limits)?;
-    check_space(dest, validated.total)?;
+    let validated = validate(&archive, file, len, compressed, limits, trust)?;
+    check_space(dest, validated.total, limits.reserve_bytes)?;
 
     if !dest_exists {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -684,6 +865,7 @@ pub fn import(file: &Path, dest: &Path, limits: &ImportLimits) -> Result<Importe
         deleted_files: validated.deleted_files,
         stats: validated.stats,
         compressed,
+        signature: validated.signature,
     })
 }
 
@@ -807,7 +989,7 @@ fn check_dest(dest: &Path) -> Result<bool> {
 
 /// Refuses an import that cannot fit where it goes, before writing a byte of
 /// it (a restore that fails on a full disk halfway is worse).
-fn check_space(dest: &Path, need: u64) -> Result<()> {
+fn check_space(dest: &Path, need: u64, reserve: u64) -> Result<()> {
     // `dest` may not exist yet: its nearest existing ancestor is the filesystem.
     let mut probe = dest;
     let st = loop {
@@ -824,11 +1006,13 @@ fn check_space(dest: &Path, need: u64) -> Result<()> {
     // c_ulong and fsblkcnt_t are 32 bits on some hosts.
     #[allow(clippy::unnecessary_cast)]
     let avail = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
-    if need > avail {
+    if need.saturating_add(reserve) > avail {
         return Err(ArchiveError::Destination {
             path: dest.to_path_buf(),
             reason: format!(
-                "the archive holds {need} bytes but only {avail} bytes are free on {}; free some space or import elsewhere",
+                "the archive holds {need} bytes and {reserve} bytes must stay free (the import reserve), \
+                 but only {avail} bytes are free on {}; free some space, or lower the reserve \
+                 (--import-reserve / GODWIT_IMPORT_RESERVE)",
                 probe.display()
             ),
         });
@@ -1032,6 +1216,16 @@ struct Validator<'a> {
     len: u64,
     seekable: bool,
     limits: &'a ImportLimits,
+    /// An archive file: config.dump first, its signature (if any) next and
+    /// checked against this before anything else is parsed, every file's
+    /// digest checked. `None`: a stream received by `godwit receive`
+    /// (authenticated by its channel; config.dump comes last).
+    trust: Option<&'a Trust>,
+    /// config.dump's bytes, until its signature was looked at.
+    config_raw: Option<Vec<u8>>,
+    signature: SignatureStatus,
+    /// config.dump's list by path, once parsed.
+    listed: HashMap<String, ListedEntry>,
     entries: Vec<Checked>,
     seen: HashSet<String>,
     files: HashSet<String>,
@@ -1058,6 +1252,17 @@ impl Visitor for Validator<'_> {
         };
         let kind = entry_kind(entry).map_err(refuse)?;
         let path = entry_path(raw).map_err(refuse)?;
+        if self.trust.is_some() {
+            if self.entries.is_empty() && path != CONFIG_DUMP {
+                return Err(refuse(format!(
+                    "the first entry must be {CONFIG_DUMP} (the list of every entry and its digest)"
+                )));
+            }
+            if self.config_raw.is_some() && path != SIGNATURE {
+                // Unsigned: config.dump is parsed now, under the policy.
+                self.settle_config(None)?;
+            }
+        }
         self.check_path(&path, kind, name)?;
         let size = entry.size();
         self.check_size(&path, kind, size, name)?;
@@ -1078,6 +1283,9 @@ impl Visitor for Validator<'_> {
             }
         }
 
+        if self.trust.is_some() {
+            return self.visit_trusted(entry, path, kind, size, name);
+        }
         if kind == Kind::File && is_metadata(&path) {
             self.check_metadata_size(size, name)?;
             let bytes = read_entry(entry, size, file, name)?;
@@ -1090,9 +1298,221 @@ impl Visitor for Validator<'_> {
                 return Err(short_entry(file, name, got, size));
             }
         }
-        self.entries.push(Checked { path, kind, size });
+        self.entries.push(Checked {
+            path,
+            kind,
+            size,
+            sha256: None,
+        });
         Ok(())
     }
+}
+
+impl Validator<'_> {
+    /// An archive file's entry after its place and size were checked:
+    /// config.dump kept raw, the signature checked, every other entry listed
+    /// and its every byte read and hashed against the list.
+    fn visit_trusted<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: String,
+        kind: Kind,
+        size: u64,
+        name: &str,
+    ) -> Result<()> {
+        let file = self.file;
+        let push = |v: &mut Self, sha256| {
+            v.entries.push(Checked {
+                path: path.clone(),
+                kind,
+                size,
+                sha256,
+            })
+        };
+        if path == CONFIG_DUMP {
+            self.check_metadata_size(size, name)?;
+            let bytes = read_entry(entry, size, file, name)?;
+            let sum = digest_of(&bytes);
+            self.config_raw = Some(bytes);
+            push(self, Some(sum));
+            return Ok(());
+        }
+        if path == SIGNATURE {
+            if self.entries.len() != 1 {
+                return Err(ArchiveError::UnsafeEntry {
+                    archive: file.to_path_buf(),
+                    entry: name.to_string(),
+                    reason: format!("{SIGNATURE} must come right after {CONFIG_DUMP}"),
+                });
+            }
+            if size > crate::signing::MAX_SIGNATURE_BYTES {
+                return Err(ArchiveError::TooLarge {
+                    archive: file.to_path_buf(),
+                    entry: name.to_string(),
+                    what: "its size",
+                    size,
+                    limit: crate::signing::MAX_SIGNATURE_BYTES,
+                });
+            }
+            let bytes = read_entry(entry, size, file, name)?;
+            let sum = digest_of(&bytes);
+            self.settle_config(Some(&bytes))?;
+            push(self, Some(sum));
+            return Ok(());
+        }
+        // Listed, with this kind and size, before a byte of it is read.
+        let listed = self
+            .listed
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| ArchiveError::UnsafeEntry {
+                archive: file.to_path_buf(),
+                entry: name.to_string(),
+                reason: "config.dump does not list it (it was added after export)".into(),
+            })?;
+        if listed.kind != kind || listed.size != size {
+            return Err(ArchiveError::Corrupt {
+                archive: file.to_path_buf(),
+                entry: name.to_string(),
+                reason: format!(
+                    "config.dump lists it as a {:?} of {} bytes, the archive holds a {kind:?} of {size} bytes",
+                    listed.kind, listed.size
+                ),
+                source: None,
+            });
+        }
+        if kind == Kind::Dir {
+            push(self, None);
+            return Ok(());
+        }
+        let want = listed.sha256.unwrap_or_default();
+        let sum = if is_metadata(&path) {
+            self.check_metadata_size(size, name)?;
+            let bytes = read_entry(entry, size, file, name)?;
+            let sum = digest_of(&bytes);
+            // Parsed only once its bytes are the listed ones.
+            if sum == want {
+                self.metadata(&path, &bytes)?;
+            }
+            sum
+        } else {
+            hash_entry(entry, size, file, name)?
+        };
+        if sum != want {
+            return Err(ArchiveError::DigestMismatch {
+                archive: file.to_path_buf(),
+                entry: name.to_string(),
+                found: sum,
+                listed: want,
+            });
+        }
+        push(self, Some(sum));
+        Ok(())
+    }
+
+    /// config.dump's bytes (kept raw until now) against the signature
+    /// entry, if the archive has one, and the trust policy; then parsed.
+    fn settle_config(&mut self, signature: Option<&[u8]>) -> Result<()> {
+        let Some(raw) = self.config_raw.take() else {
+            return Ok(());
+        };
+        let file = self.file;
+        let refuse = |reason: String| ArchiveError::Signature {
+            archive: file.to_path_buf(),
+            reason,
+        };
+        let trust = self.trust.cloned().unwrap_or_default();
+        self.signature = match (signature, &trust.verify_key) {
+            (Some(sig), Some(key)) => {
+                crate::signing::verify(key, &raw, sig).map_err(refuse)?;
+                SignatureStatus::Verified {
+                    public_key: hex::encode(key.as_bytes()),
+                }
+            }
+            (Some(sig), None) => {
+                let entry: crate::signing::SignatureEntry = serde_json::from_slice(sig)
+                    .map_err(|e| refuse(format!("{SIGNATURE} is not a signature record: {e}")))?;
+                SignatureStatus::NotChecked {
+                    public_key: entry.public_key,
+                }
+            }
+            (None, Some(_)) => {
+                return Err(refuse(format!(
+                    "the archive is not signed (it has no {SIGNATURE}) but a verify key was given; \
+                     export it again with `godwit checkpoint --export FILE --sign-key KEY`"
+                )))
+            }
+            (None, None) => SignatureStatus::Unsigned,
+        };
+        if trust.require_signature && !matches!(self.signature, SignatureStatus::Verified { .. }) {
+            return Err(refuse("the policy requires a verified signature".into()));
+        }
+        let (config, listed) = parse_config(file, &raw)?;
+        for (i, l) in listed.iter().enumerate() {
+            let ok = match l.kind {
+                Kind::File => l
+                    .sha256
+                    .as_deref()
+                    .is_some_and(godwit_checkpoint::digest::is_digest),
+                Kind::Dir => l.sha256.is_none(),
+            };
+            if !ok {
+                return Err(ArchiveError::InvalidMetadata {
+                    archive: file.to_path_buf(),
+                    entry: CONFIG_DUMP,
+                    field: format!("entries[{i}] ({}).sha256", l.path),
+                    reason: "every file needs a SHA-256 (64 hex digits) and a directory none \
+                             (archives of format 1.1 and older carry none: export it again)"
+                        .into(),
+                });
+            }
+            if l.path == CONFIG_DUMP || l.path == SIGNATURE {
+                return Err(ArchiveError::InvalidMetadata {
+                    archive: file.to_path_buf(),
+                    entry: CONFIG_DUMP,
+                    field: format!("entries[{i}]"),
+                    reason: format!("lists {} itself", l.path),
+                });
+            }
+            if self.listed.insert(l.path.clone(), l.clone()).is_some() {
+                return Err(ArchiveError::InvalidMetadata {
+                    archive: file.to_path_buf(),
+                    entry: CONFIG_DUMP,
+                    field: format!("entries[{i}] ({})", l.path),
+                    reason: "listed twice".into(),
+                });
+            }
+        }
+        self.config = Some((config, listed));
+        Ok(())
+    }
+}
+
+/// Reads all `size` bytes of an entry; their digest.
+fn hash_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    size: u64,
+    file: &Path,
+    name: &str,
+) -> Result<String> {
+    let mut h = godwit_checkpoint::digest::Hasher::new();
+    let mut buf = vec![0u8; IO_BUF];
+    let mut got = 0u64;
+    let mut r = entry.take(size);
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt_read(file, name, e)),
+        };
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    if got != size {
+        return Err(short_entry(file, name, got, size));
+    }
+    Ok(h.finalize())
 }
 
 impl Validator<'_> {
@@ -1258,8 +1678,10 @@ impl Validator<'_> {
 
     /// Checks after the last entry: what must be there, and config.dump's list
     /// against what was found.
-    fn finish(self) -> Result<Validated> {
+    fn finish(mut self) -> Result<Validated> {
         let file = self.file;
+        // An archive of config.dump alone: settled here.
+        self.settle_config(None)?;
         let Some((config, listed)) = self.config else {
             return Err(ArchiveError::Missing {
                 archive: file.to_path_buf(),
@@ -1295,11 +1717,9 @@ impl Validator<'_> {
                 Some(_) => {}
             }
         }
-        if let Some(extra) = self
-            .entries
-            .iter()
-            .find(|c| c.path != CONFIG_DUMP && !listed_paths.contains(c.path.as_str()))
-        {
+        if let Some(extra) = self.entries.iter().find(|c| {
+            c.path != CONFIG_DUMP && c.path != SIGNATURE && !listed_paths.contains(c.path.as_str())
+        }) {
             return Err(ArchiveError::UnsafeEntry {
                 archive: file.to_path_buf(),
                 entry: extra.path.clone(),
@@ -1327,6 +1747,7 @@ impl Validator<'_> {
         }
         let has_rootfs_diff = found.contains_key(ROOTFS_DIFF);
         Ok(Validated {
+            signature: self.signature,
             entries: self.entries,
             config,
             deleted_files: self.deleted_files,
@@ -1412,16 +1833,11 @@ pub fn config_dump_for(config: &ArchiveConfig, entries: &[(String, bool, u64)]) 
             path: path.clone(),
             kind: if *dir { Kind::Dir } else { Kind::File },
             size: *size,
+            // The stream is authenticated by its channel (Noise, PSK).
+            sha256: None,
         })
         .collect();
-    let mut v = serde_json::to_value(config).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "entries".into(),
-            serde_json::to_value(&listed).unwrap_or_default(),
-        );
-    }
-    json_bytes(&v)
+    config_dump_bytes(config, &listed).unwrap_or_default()
 }
 
 /// `import`'s checks, for an archive that arrives entry by entry and is
@@ -1442,6 +1858,10 @@ impl<'a> EntryChecker<'a> {
                 len: 0,
                 seekable: false,
                 limits,
+                trust: None,
+                config_raw: None,
+                signature: SignatureStatus::Unsigned,
+                listed: HashMap::new(),
                 entries: Vec::new(),
                 seen: HashSet::new(),
                 files: HashSet::new(),
@@ -1507,6 +1927,7 @@ impl<'a> EntryChecker<'a> {
             path: path.to_string(),
             kind,
             size,
+            sha256: None,
         });
         Ok(())
     }
@@ -1524,6 +1945,7 @@ impl<'a> EntryChecker<'a> {
             deleted_files: validated.deleted_files,
             stats: validated.stats,
             compressed: false,
+            signature: SignatureStatus::Unsigned,
         })
     }
 }
@@ -1534,12 +1956,17 @@ fn validate(
     len: u64,
     compressed: bool,
     limits: &ImportLimits,
+    trust: &Trust,
 ) -> Result<Validated> {
     let mut v = Validator {
         file,
         len,
         seekable: !compressed,
         limits,
+        trust: Some(trust),
+        config_raw: None,
+        signature: SignatureStatus::Unsigned,
+        listed: HashMap::new(),
         entries: Vec::new(),
         seen: HashSet::new(),
         files: HashSet::new(),
@@ -1587,6 +2014,7 @@ impl Visitor for Extractor<'_> {
             path: entry_path(raw).map_err(|_| changed())?,
             kind: entry_kind(entry).map_err(|_| changed())?,
             size: entry.size(),
+            sha256: expected.sha256.clone(),
         };
         if &seen != expected {
             return Err(changed());
@@ -1619,6 +2047,7 @@ impl Visitor for Extractor<'_> {
                 out.set_permissions(fs::Permissions::from_mode(0o600))
                     .map_err(io_err(&target, "setting the file's mode"))?;
                 let mut remaining = seen.size;
+                let mut hash = godwit_checkpoint::digest::Hasher::new();
                 while remaining > 0 {
                     let want = remaining.min(self.buf.len() as u64) as usize;
                     let n = match entry.read(&mut self.buf[..want]) {
@@ -1629,9 +2058,16 @@ impl Visitor for Extractor<'_> {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(corrupt_read(file, name, e)),
                     };
+                    hash.update(&self.buf[..n]);
                     out.write_all(&self.buf[..n])
                         .map_err(io_err(&target, "writing the extracted file"))?;
                     remaining -= n as u64;
+                }
+                // The bytes written are the ones the first pass verified.
+                if let Some(want) = &expected.sha256 {
+                    if &hash.finalize() != want {
+                        return Err(changed());
+                    }
                 }
             }
         }
@@ -1727,6 +2163,54 @@ fn extract(
 mod tests {
     use super::*;
 
+    #[test]
+    fn rootfs_changes_travel_once_at_the_top() {
+        assert!(moved_to_top("checkpoint/rootfs-diff.tar"));
+        assert!(moved_to_top("checkpoint/deleted.files"));
+        assert!(!moved_to_top("rootfs-diff.tar"));
+        assert!(!moved_to_top("checkpoint/sub/deleted.files"));
+        assert!(!moved_to_top("checkpointx/deleted.files"));
+        assert!(!moved_to_top("checkpoint/inventory.json"));
+    }
+
+    #[test]
+    fn config_dump_then_signature_then_the_rest() {
+        let body = vec![Planned {
+            name: SPEC_DUMP.into(),
+            source: Source::Dir,
+        }];
+        let names = |p: &[Planned]| p.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        let plan = with_head(b"{}".to_vec(), Some(b"sig".to_vec()), body);
+        assert_eq!(names(&plan), [CONFIG_DUMP, SIGNATURE, SPEC_DUMP]);
+        let plan = with_head(b"{}".to_vec(), None, Vec::new());
+        assert_eq!(names(&plan), [CONFIG_DUMP]);
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_by_pid() {
+        let t = temporary_name("c.tar.zst", 42, 7);
+        assert_eq!(t, ".c.tar.zst.42.7.tmp");
+        assert!(is_temporary(&t, "c.tar.zst", 42));
+        assert!(!is_temporary(&t, "c.tar.zst", 4));
+        assert!(!is_temporary(&t, "c.tar", 42));
+        assert!(!is_temporary(".c.tar.zst.42.7", "c.tar.zst", 42));
+    }
+
+    #[test]
+    fn config_dump_lists_the_entries() {
+        let listed = vec![ListedEntry {
+            path: "spec.dump".into(),
+            kind: Kind::File,
+            size: 2,
+            sha256: Some("ab".into()),
+        }];
+        let bytes = config_dump_bytes(&ArchiveConfig::new("c1"), &listed).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["entries"][0]["path"], "spec.dump");
+        assert_eq!(v["entries"][0]["type"], "file");
+        assert_eq!(v["entries"][0]["sha256"], "ab");
+    }
+
     /// An archive that differs on the second read (here: the list the first
     /// pass made is altered) fails extraction midway, and what was written
     /// is removed again.
@@ -1750,9 +2234,16 @@ mod tests {
             export(&contents, &file).unwrap();
             let archive = File::open(&file).unwrap();
             let len = archive.metadata().unwrap().len();
-            let mut checked = validate(&archive, &file, len, compressed, &ImportLimits::default())
-                .unwrap()
-                .entries;
+            let mut checked = validate(
+                &archive,
+                &file,
+                len,
+                compressed,
+                &ImportLimits::default(),
+                &Trust::default(),
+            )
+            .unwrap()
+            .entries;
             checked.last_mut().unwrap().size += 1;
 
             let fresh = tmp.path().join(format!("{name}.fresh"));

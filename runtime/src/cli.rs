@@ -114,6 +114,11 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Keygen {
+    /// Make an Ed25519 key pair for signing archives instead: FILE gets the
+    /// private key (PEM, 0600; `checkpoint --sign-key`), FILE.pub the public
+    /// key (`restore --verify-key`).
+    #[arg(long)]
+    pub sign: bool,
     /// File to create (refused if it exists).
     pub file: PathBuf,
 }
@@ -166,6 +171,10 @@ pub struct Receive {
     /// Where a recreated bundle goes (as `restore --work-path`).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base may be in, without --bundle (as `restore
+    /// --rootfs-base-dir`; also GODWIT_ROOTFS_BASE_DIRS).
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -250,6 +259,10 @@ pub struct Checkpoint {
     /// FILE: `.tar`, or zstd-compressed when the name ends in `.zst`.
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Sign the --export archive with this Ed25519 private key (PEM, as
+    /// `godwit keygen --sign` or `openssl genpkey -algorithm ed25519` make).
+    #[arg(long, env = crate::signing::SIGN_KEY_ENV, requires = "export")]
+    pub sign_key: Option<PathBuf>,
     /// Directory for work files: the temporary image of --export without
     /// --image-path is made here (default: next to the state). The dumper
     /// writes no logs.
@@ -298,6 +311,29 @@ pub struct Checkpoint {
     pub container_id: String,
 }
 
+/// A size in bytes: digits, optionally followed by K, M, G or T (powers of 1024).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{text:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with K/M/G/T)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// A path, empty allowed (clap's own path parser refuses an empty one).
 fn any_path(text: &str) -> std::result::Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(text))
@@ -314,10 +350,31 @@ pub struct Restore {
     /// the --bundle's rootfs.
     #[arg(long, conflicts_with = "image_path")]
     pub import: Option<PathBuf>,
+    /// Accept only an --import archive signed with the private half of this
+    /// Ed25519 public key (PEM); an unsigned or altered archive is refused.
+    #[arg(long, env = crate::signing::VERIFY_KEY_ENV)]
+    pub verify_key: Option<PathBuf>,
+    /// Refuse an --import archive without a valid signature (needs --verify-key).
+    #[arg(long, env = crate::signing::REQUIRE_ENV, action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_signature: bool,
+    /// Largest total size of an --import archive's entries (bytes, or with a
+    /// K/M/G/T suffix); default 1T.
+    #[arg(long, env = "GODWIT_IMPORT_MAX_SIZE", value_parser = parse_size)]
+    pub import_max_size: Option<u64>,
+    /// Free space an --import must leave on the state root's filesystem
+    /// (bytes, or with a K/M/G/T suffix); default 256M.
+    #[arg(long, env = "GODWIT_IMPORT_RESERVE", value_parser = parse_size)]
+    pub import_reserve: Option<u64>,
     /// Directory for work files: where `--import` without `--bundle`
     /// recreates the bundle (default: the state root). No logs are written.
     #[arg(long)]
     pub work_path: Option<PathBuf>,
+    /// A directory the rootfs base an archive records may be in (repeatable;
+    /// also GODWIT_ROOTFS_BASE_DIRS=DIR:DIR). Without one, `--import` needs
+    /// `--bundle`.
+    #[arg(long = "rootfs-base-dir", value_name = "DIR")]
+    pub rootfs_base_dir: Vec<PathBuf>,
     /// Bundle whose rootfs the restored container uses (default: the current
     /// directory; with --import and no --bundle, the bundle is recreated from
     /// the archive under --work-path or the state root). Empty: not given.
@@ -631,6 +688,7 @@ impl Checkpoint {
             export: self.export.clone(),
             work_path: self.work_path.clone(),
             leave_running: self.leave_running,
+            sign_key: self.sign_key.clone(),
         })
     }
 }
@@ -712,6 +770,16 @@ impl Restore {
             pid_file: self.pid_file.clone(),
             console_socket: self.console_socket.clone(),
             no_pivot: self.no_pivot,
+            rootfs_base_dirs: crate::restore_policy::rootfs_base_dirs(
+                &self.rootfs_base_dir,
+                std::env::var_os(crate::restore_policy::ROOTFS_BASE_DIRS_ENV).as_deref(),
+            ),
+            import: crate::requests::ImportOptions {
+                verify_key: self.verify_key.clone(),
+                require_signature: self.require_signature,
+                max_size: self.import_max_size,
+                reserve: self.import_reserve,
+            },
         })
     }
 }
@@ -757,6 +825,7 @@ mod tests {
                 export: None,
                 work_path: Some("/w".into()),
                 leave_running: true,
+                sign_key: None,
             }
         );
     }

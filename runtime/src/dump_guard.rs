@@ -136,7 +136,8 @@ fn guard_main(read_end: OwnedFd, parent: OwnedFd, plan: &GuardPlan, parent_pid: 
     let _ = nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(10_000u16));
     let mut done = Vec::new();
     if let Some(freezer) = &plan.freezer {
-        let state = crate::tmpfs::set_frozen(freezer, plan.paused);
+        let state =
+            godwit_checkpoint::freezer::Freezer::at(freezer).and_then(|f| f.set(plan.paused));
         done.push(match (state, plan.paused) {
             (Ok(()), true) => "paused the container again".to_string(),
             (Ok(()), false) => "thawed the container".to_string(),
@@ -180,7 +181,7 @@ fn archive_temporaries(archive: &Path, pid: i32) -> Vec<PathBuf> {
     } else {
         dir
     };
-    let prefix = format!(".{}.{pid}.", name.to_string_lossy());
+    let name = name.to_string_lossy();
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -189,7 +190,7 @@ fn archive_temporaries(archive: &Path, pid: i32) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .map(|n| n.to_string_lossy())
-                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+                        .is_some_and(|n| crate::archive::is_temporary(&n, &name, pid))
                 })
                 .collect()
         })

@@ -50,6 +50,12 @@ pub enum RuntimeError {
         #[source]
         source: Box<godwit_checkpoint::Error>,
     },
+    #[error("freezer of container {id}")]
+    Freezer {
+        id: String,
+        #[source]
+        source: Box<godwit_checkpoint::Error>,
+    },
     /// A checkpoint asks for more than the destination allows.
     #[error("restore of container {id} refused: {reason}")]
     Refused { id: String, reason: String },
@@ -68,6 +74,8 @@ pub enum RuntimeError {
     },
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
+    #[error(transparent)]
+    Key(#[from] crate::signing::KeyError),
     #[error("cgroup of container {id}")]
     Cgroup {
         id: String,
@@ -108,6 +116,13 @@ impl RuntimeError {
     pub fn lc(op: &'static str, id: &str, source: LibcontainerError) -> Self {
         RuntimeError::Libcontainer {
             op,
+            id: id.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn freezer(id: &str, source: godwit_checkpoint::Error) -> Self {
+        RuntimeError::Freezer {
             id: id.to_string(),
             source: Box::new(source),
         }

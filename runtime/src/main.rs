@@ -84,6 +84,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             print_json(&verbs::features::features()?)?;
             return Ok(0);
         }
+        Command::Keygen(args) if args.sign => {
+            let public = godwit_runtime::signing::write_key_pair(&args.file)?;
+            eprintln!(
+                "godwit: private key {} (for checkpoint --sign-key), public key {} (for restore --verify-key)",
+                args.file.display(),
+                public.display()
+            );
+            return Ok(0);
+        }
         Command::Keygen(args) => {
             godwit_runtime::migrate::keygen(&args.file)?;
             return Ok(0);
@@ -207,6 +216,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 bundle: (!args.bundle.as_os_str().is_empty()).then(|| args.bundle.clone()),
                 pid_file: args.pid_file.clone(),
                 work_path: args.work_path.clone(),
+                rootfs_base_dirs: godwit_runtime::restore_policy::rootfs_base_dirs(
+                    &args.rootfs_base_dir,
+                    std::env::var_os(godwit_runtime::restore_policy::ROOTFS_BASE_DIRS_ENV)
+                        .as_deref(),
+                ),
                 quiet: false,
             };
             let listener = verbs::receive::listen(&req.listen)?;

@@ -32,6 +32,8 @@ pub struct CheckpointRequest {
     pub work_path: Option<PathBuf>,
     /// The container goes on running after the dump (else it is gone).
     pub leave_running: bool,
+    /// Sign the exported archive with this Ed25519 private key (PEM).
+    pub sign_key: Option<PathBuf>,
 }
 
 impl CheckpointRequest {
@@ -95,6 +97,24 @@ pub struct RestoreRequest {
     pub console_socket: Option<PathBuf>,
     /// Do not use pivot_root to enter the rootfs.
     pub no_pivot: bool,
+    /// How an archive is checked and bounded (ignored for an image).
+    pub import: ImportOptions,
+    /// Directories the rootfs base an archive records may be in, for a
+    /// bundle recreated from it (empty: `bundle` is required).
+    pub rootfs_base_dirs: Vec<PathBuf>,
+}
+
+/// The signature policy and bounds of an archive import.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The Ed25519 public key (PEM) the archive's signature must verify with.
+    pub verify_key: Option<PathBuf>,
+    /// Refuse an archive without a valid signature.
+    pub require_signature: bool,
+    /// Largest total of the archive's entries (default 1 TiB).
+    pub max_size: Option<u64>,
+    /// Free space to leave on the state root's filesystem (default 256 MiB).
+    pub reserve: Option<u64>,
 }
 
 impl RestoreRequest {

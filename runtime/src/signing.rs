@@ -114,20 +114,19 @@ pub fn verify(key: &VerifyingKey, config_dump: &[u8], entry: &[u8]) -> Result<()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("{SIGNATURE_ENTRY}: the signature is not 64 bytes of hex"))?;
     let signature = Signature::from_bytes(&bytes);
-    key.verify_strict(config_dump, &signature)
-        .map_err(|_| {
-            let ours = hex::encode(key.as_bytes());
-            if sig.public_key != ours {
-                format!(
-                    "the archive was signed by key {} but the verify key is {ours}: refused",
-                    sig.public_key
-                )
-            } else {
-                "the signature does not match config.dump (the archive was altered after it \
+    key.verify_strict(config_dump, &signature).map_err(|_| {
+        let ours = hex::encode(key.as_bytes());
+        if sig.public_key != ours {
+            format!(
+                "the archive was signed by key {} but the verify key is {ours}: refused",
+                sig.public_key
+            )
+        } else {
+            "the signature does not match config.dump (the archive was altered after it \
                  was signed): refused"
-                    .to_string()
-            }
-        })
+                .to_string()
+        }
+    })
 }
 
 /// PEM texts (private, public) of a new key pair from the kernel's random
@@ -137,13 +136,7 @@ pub fn generate() -> std::io::Result<(String, String)> {
     let mut got = 0;
     while got < seed.len() {
         // SAFETY: getrandom(2) into the unfilled rest of a local buffer.
-        let n = unsafe {
-            libc::getrandom(
-                seed[got..].as_mut_ptr().cast(),
-                seed.len() - got,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(seed[got..].as_mut_ptr().cast(), seed.len() - got, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -162,6 +155,51 @@ pub fn generate() -> std::io::Result<(String, String)> {
         .to_public_key_pem(Default::default())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok((private.to_string(), public))
+}
+
+/// `godwit keygen --sign FILE`: a new key pair, the private key in FILE
+/// (0600) and the public key in FILE.pub (0644); neither may exist yet.
+/// Returns the public key's path.
+pub fn write_key_pair(path: &Path) -> Result<PathBuf, KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |p: &Path, reason: String| KeyError::File {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let mut public_path = path.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = PathBuf::from(public_path);
+    let (private, public) = generate().map_err(|e| bad(path, format!("getrandom: {e}")))?;
+    let create = |p: &Path, mode: u32, text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(p)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => bad(
+                    p,
+                    "it exists; keygen never overwrites a key (remove it first)".into(),
+                ),
+                _ => bad(p, e.to_string()),
+            })?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| bad(p, e.to_string()))
+    };
+    if public_path.exists() {
+        return Err(bad(
+            &public_path,
+            "it exists; keygen never overwrites a key (remove it first)".into(),
+        ));
+    }
+    create(path, 0o600, &private)?;
+    if let Err(e) = create(&public_path, 0o644, &public) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(public_path)
 }
 
 #[cfg(test)]

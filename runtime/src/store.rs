@@ -79,6 +79,8 @@ pub fn validate_id(id: &str) -> Result<()> {
         Some("it is empty")
     } else if id == "." || id == ".." {
         Some("it names a directory")
+    } else if id.starts_with('.') {
+        Some("ids beginning with `.` are reserved for godwit's own work directories in the state root (.ID.import, .ID.restore, ...); choose an id that starts with a letter or digit")
     } else if !id
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'))

@@ -10,7 +10,7 @@
 //! are rebuilt.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 
@@ -132,33 +132,4 @@ pub fn restore(pid: i32, tar_bytes: Vec<u8>) -> Result<()> {
         Ok(Vec::new())
     })
     .map(|_| ())
-}
-
-/// Freezes or thaws a cgroup through its freezer (v1 freezer.state or v2
-/// cgroup.freeze), waiting until a freeze has taken.
-pub fn set_frozen(cgroup: &Path, frozen: bool) -> Result<()> {
-    let v1 = cgroup.join("freezer.state");
-    let (file, value) = if v1.exists() {
-        (v1, if frozen { "FROZEN" } else { "THAWED" })
-    } else {
-        (cgroup.join("cgroup.freeze"), if frozen { "1" } else { "0" })
-    };
-    std::fs::write(&file, value).map_err(|e| RuntimeError::io(&file, e))?;
-    if frozen && file.ends_with("freezer.state") {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_to_string(&file)
-            .map(|s| s.trim() != "FROZEN")
-            .unwrap_or(false)
-        {
-            if std::time::Instant::now() > deadline {
-                return Err(RuntimeError::Unsupported {
-                    flag: "checkpoint",
-                    reason: format!("{} did not reach FROZEN within 5 s", file.display()),
-                });
-            }
-            std::fs::write(&file, value).map_err(|e| RuntimeError::io(&file, e))?;
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    }
-    Ok(())
 }

@@ -423,8 +423,19 @@ fn raw_entry(
 /// A valid config.dump (so the refusal must come from the entry under test),
 /// then `evil`, then the end of the archive.
 fn with_config(evil: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    with_listing(serde_json::json!([]), evil)
+}
+
+/// A config.dump listing a file `path` of `size` bytes whose content is `data`.
+fn listed(path: &str, size: u64, data: &[u8]) -> serde_json::Value {
+    serde_json::json!({"path": path, "type": "file", "size": size,
+        "sha256": godwit_checkpoint::digest::of(data)})
+}
+
+/// [`with_config`], config.dump listing `entries`.
+fn with_listing(entries: serde_json::Value, evil: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut cfg = serde_json::to_value(ArchiveConfig::new("c1")).unwrap();
-    cfg["entries"] = serde_json::json!([]);
+    cfg["entries"] = entries;
     let cfg = serde_json::to_vec(&cfg).unwrap();
     let mut out = Vec::new();
     raw_entry(
@@ -481,7 +492,8 @@ fn refuses_dot_dot() {
 #[test]
 fn refuses_a_symlink() {
     let fx = Fixture::new();
-    let bytes = with_config(|o| {
+    let list = serde_json::json!([listed("checkpoint/pages-1.img", 10 << 20, b"")]);
+    let bytes = with_listing(list, |o| {
         raw_entry(
             o,
             b"checkpoint/pages-1.img",
@@ -535,7 +547,8 @@ fn refuses_devices_and_fifos() {
 fn refuses_a_lying_size() {
     let fx = Fixture::new();
     // The header claims 10 MiB; the archive holds 1 KiB of it.
-    let bytes = with_config(|o| {
+    let list = serde_json::json!([listed("checkpoint/pages-1.img", 10 << 20, b"")]);
+    let bytes = with_listing(list, |o| {
         raw_entry(
             o,
             b"checkpoint/pages-1.img",
@@ -582,7 +595,7 @@ fn refuses_an_archive_without_config_dump() {
     );
     bytes.extend_from_slice(&[0; 1024]);
     for f in write_both(&fx, "noconfig", &bytes) {
-        refused(&f, &["config.dump is missing"]);
+        refused(&f, &["spec.dump", "the first entry must be config.dump"]);
     }
 }
 
@@ -671,14 +684,16 @@ fn refuses_dot_dot_hidden_in_a_gnu_long_name() {
 #[test]
 fn refuses_duplicates_and_files_used_as_directories() {
     let fx = Fixture::new();
-    let bytes = with_config(|o| {
+    let list = serde_json::json!([listed("spec.dump", 2, b"{}")]);
+    let bytes = with_listing(list, |o| {
         raw_entry(o, b"spec.dump", tar::EntryType::Regular, b"", b"{}", 2);
         raw_entry(o, b"spec.dump", tar::EntryType::Regular, b"", b"{}", 2);
     });
     for f in write_both(&fx, "dup", &bytes) {
         refused(&f, &["spec.dump", "twice"]);
     }
-    let bytes = with_config(|o| {
+    let list = serde_json::json!([listed("checkpoint/a", 1, b"x")]);
+    let bytes = with_listing(list, |o| {
         raw_entry(o, b"checkpoint/a", tar::EntryType::Regular, b"", b"x", 1);
         raw_entry(o, b"checkpoint/a/b", tar::EntryType::Regular, b"", b"x", 1);
     });
@@ -702,4 +717,167 @@ fn refuses_a_symlinked_destination() {
     let err = archive::import(&file, &link, &ImportLimits::default()).unwrap_err();
     assert!(text(&err).contains("symbolic link"), "{}", text(&err));
     assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
+}
+
+// Signatures and digests ------------------------------------------------------
+
+fn key_pair(fx: &Fixture, name: &str) -> (ed25519_dalek::SigningKey, ed25519_dalek::VerifyingKey) {
+    let private = fx.path(name);
+    let public = godwit_runtime::signing::write_key_pair(&private).unwrap();
+    (
+        godwit_runtime::signing::load_signing_key(&private).unwrap(),
+        godwit_runtime::signing::load_verifying_key(&public).unwrap(),
+    )
+}
+
+fn trust(key: Option<&ed25519_dalek::VerifyingKey>, require: bool) -> archive::Trust {
+    archive::Trust {
+        verify_key: key.cloned(),
+        require_signature: require,
+    }
+}
+
+/// The archive's entries as (raw header+data bytes range, name).
+fn entry_spans(bytes: &[u8]) -> Vec<(String, usize, usize)> {
+    let mut ar = tar::Archive::new(bytes);
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let data = e.raw_file_position() as usize;
+            let end = (data + e.size() as usize).next_multiple_of(512);
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                e.raw_header_position() as usize,
+                end,
+            )
+        })
+        .collect()
+}
+
+fn import_with(file: &Path, t: &archive::Trust) -> Result<archive::Imported, String> {
+    let dest = file.with_extension("dest");
+    let _ = fs::remove_dir_all(&dest);
+    let r = archive::import_trusted(file, &dest, &ImportLimits::default(), t).map_err(|e| text(&e));
+    if r.is_err() {
+        assert!(
+            !dest.exists(),
+            "a refused import leaves no {}",
+            dest.display()
+        );
+    } else {
+        fs::remove_dir_all(&dest).unwrap();
+    }
+    r
+}
+
+#[test]
+fn a_signed_archive_verifies_and_an_unsigned_one_is_named() {
+    let fx = Fixture::new();
+    let (sk, vk) = key_pair(&fx, "sign.pem");
+    let signed = fx.path("signed.tar.zst");
+    archive::export_signed(&fx.contents, &signed, Some(&sk)).unwrap();
+    let got = import_with(&signed, &trust(Some(&vk), true)).unwrap();
+    assert!(matches!(
+        got.signature,
+        archive::SignatureStatus::Verified { .. }
+    ));
+    // Signed, no key: imported, and said to be unchecked.
+    let got = import_with(&signed, &trust(None, false)).unwrap();
+    assert!(matches!(
+        got.signature,
+        archive::SignatureStatus::NotChecked { .. }
+    ));
+
+    let unsigned = fx.path("unsigned.tar");
+    archive::export(&fx.contents, &unsigned).unwrap();
+    assert_eq!(
+        import_with(&unsigned, &trust(None, false))
+            .unwrap()
+            .signature,
+        archive::SignatureStatus::Unsigned
+    );
+    let e = import_with(&unsigned, &trust(Some(&vk), false)).unwrap_err();
+    assert!(e.contains("not signed"), "{e}");
+    let e = import_with(&unsigned, &trust(None, true)).unwrap_err();
+    assert!(e.contains("no verify key"), "{e}");
+    // Another key's signature.
+    let (_, other) = key_pair(&fx, "other.pem");
+    let e = import_with(&signed, &trust(Some(&other), true)).unwrap_err();
+    assert!(e.contains("signed by key"), "{e}");
+}
+
+#[test]
+fn a_tampered_signed_archive_is_refused() {
+    let fx = Fixture::new();
+    let (sk, vk) = key_pair(&fx, "sign.pem");
+    let file = fx.path("ck.tar");
+    archive::export_signed(&fx.contents, &file, Some(&sk)).unwrap();
+    let good = fs::read(&file).unwrap();
+    let spans = entry_spans(&good);
+    let t = trust(Some(&vk), true);
+    // One byte changed in the data of each entry in turn.
+    for (name, header, end) in &spans {
+        let data = header + 512;
+        if data == *end {
+            continue;
+        }
+        let mut bad = good.clone();
+        bad[data] ^= 0x01;
+        fs::write(&file, &bad).unwrap();
+        let e = import_with(&file, &t).unwrap_err();
+        let expect = match name.as_str() {
+            "config.dump" => "altered after it was signed",
+            "config.dump.sig" => "signature",
+            _ => "SHA-256",
+        };
+        assert!(e.contains(expect), "{name}: {e}");
+    }
+    // An entry removed (the one before the end), and one added.
+    let (_, h, end) = spans.last().unwrap().clone();
+    let mut bad = good[..h].to_vec();
+    bad.extend_from_slice(&[0; 1024]);
+    fs::write(&file, &bad).unwrap();
+    let e = import_with(&file, &t).unwrap_err();
+    assert!(e.contains("does not hold it"), "{e}");
+    let mut bad = good[..end].to_vec();
+    raw_entry(
+        &mut bad,
+        b"checkpoint/zz.img",
+        tar::EntryType::Regular,
+        b"",
+        b"x",
+        1,
+    );
+    bad.extend_from_slice(&[0; 1024]);
+    fs::write(&file, &bad).unwrap();
+    let e = import_with(&file, &t).unwrap_err();
+    assert!(e.contains("does not list it"), "{e}");
+    // The signature of another archive made with the same key.
+    let mut fx2 = Fixture::new();
+    fx2.contents.spec_dump = br#"{"ociVersion":"1.0.2","process":{"args":["evil"]}}"#.to_vec();
+    let other = fx2.path("other.tar");
+    archive::export_signed(&fx2.contents, &other, Some(&sk)).unwrap();
+    let other_bytes = fs::read(&other).unwrap();
+    let other_sig = entry_spans(&other_bytes)
+        .into_iter()
+        .find(|s| s.0 == "config.dump.sig")
+        .unwrap();
+    let ours = spans.iter().find(|s| s.0 == "config.dump.sig").unwrap();
+    let mut bad = good[..ours.1].to_vec();
+    bad.extend_from_slice(&other_bytes[other_sig.1..other_sig.2]);
+    bad.extend_from_slice(&good[ours.2..]);
+    fs::write(&file, &bad).unwrap();
+    let e = import_with(&file, &t).unwrap_err();
+    assert!(e.contains("altered after it was signed"), "{e}");
+    // Its config.dump and signature together: then the entries do not match.
+    let other_cfg = entry_spans(&other_bytes)
+        .into_iter()
+        .find(|s| s.0 == "config.dump")
+        .unwrap();
+    let mut bad = other_bytes[other_cfg.1..other_sig.2].to_vec();
+    bad.extend_from_slice(&good[ours.2..]);
+    fs::write(&file, &bad).unwrap();
+    let e = import_with(&file, &t).unwrap_err();
+    assert!(e.contains("SHA-256") || e.contains("lists it as"), "{e}");
 }

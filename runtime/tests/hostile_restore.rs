@@ -154,10 +154,8 @@ fn fix_inventory(inv: &mut Value, files: &[(String, Vec<u8>)]) {
 }
 
 /// An image directory edited in place, its inventory made to match.
-#[allow(dead_code)]
 struct Image(PathBuf);
 
-#[allow(dead_code)]
 impl Image {
     fn read_json(&self, name: &str) -> Value {
         serde_json::from_slice(&std::fs::read(self.0.join(name)).expect("image file"))
@@ -360,4 +358,302 @@ fn the_bundle_decides_mount_sources_and_namespaces() {
     b.ok(&["delete", "--force", &id]);
     assert_nothing_left(&b);
     canary.assert_untouched();
+}
+
+/// A spec giving uid 1000, the default capabilities, no_new_privs and a
+/// seccomp profile.
+fn confined(c: &mut Value) {
+    c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    c["process"]["noNewPrivileges"] = json!(true);
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["kexec_load", "swapon", "open_by_handle_at"], "action": "SCMP_ACT_ERRNO"}]
+    });
+}
+
+/// A confined counter checkpointed to an image whose records `edit`
+/// changes; restoring it on its clean bundle is refused with `want`.
+fn raised_creds_refused(name: &str, edit: impl Fn(&mut Value), want: &[&str]) {
+    let a = Godwit::new();
+    let canary = Canary::new();
+    let (bundle, _archive, out) = checkpointed(&a, name, confined);
+    let image = Image(out.path().join("image"));
+    // The image as dumped restores (the check passes what the spec gave).
+    let inv = image.read_json("inventory.json");
+    let first = inv["processes"][0]["record"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec = image.read_json(&first);
+    assert_eq!(
+        rec["task"]["creds"]["uids"],
+        json!([1000, 1000, 1000, 1000])
+    );
+    assert_eq!(rec["task"]["creds"]["no_new_privs"], json!(true));
+    assert_eq!(rec["seccomp"]["filters"].as_array().unwrap().len(), 1);
+    image.edit_records(edit);
+    let b = Godwit::new();
+    let id = b.id(&format!("{name}-b"));
+    let err = restore_fails(
+        &b,
+        &[
+            "--image-path",
+            image.0.to_str().unwrap(),
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ],
+    );
+    for w in want {
+        assert!(err.contains(w), "wanted {w:?} in: {err}");
+    }
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+}
+
+#[test]
+fn a_record_with_uid_0_under_spec_uid_1000_is_refused() {
+    raised_creds_refused(
+        "uid0",
+        |r| r["task"]["creds"]["uids"] = json!([0, 0, 0, 0]),
+        &["refused: process 1 of the image: uid is 0 (real), the destination's spec allows 1000"],
+    );
+}
+
+#[test]
+fn a_record_with_all_capabilities_is_refused() {
+    let all = (1u64 << 41) - 1;
+    raised_creds_refused(
+        "allcaps",
+        |r| {
+            for set in ["cap_bnd", "cap_prm", "cap_eff", "cap_inh", "cap_amb"] {
+                r["task"]["creds"][set] = json!(all);
+            }
+        },
+        &[
+            "refused: process 1 of the image: bounding capabilities is",
+            "CAP_SYS_ADMIN",
+        ],
+    );
+}
+
+#[test]
+fn a_record_without_no_new_privs_under_a_spec_with_it_is_refused() {
+    raised_creds_refused(
+        "nonnp",
+        |r| r["task"]["creds"]["no_new_privs"] = json!(false),
+        &["refused: process 1 of the image: no_new_privs is not set"],
+    );
+}
+
+#[test]
+fn a_record_with_its_seccomp_filter_removed_is_refused() {
+    raised_creds_refused(
+        "noseccomp",
+        |r| r["seccomp"]["filters"] = json!([]),
+        &["refused: process 1 of the image: seccomp filters is 0 filter(s), none of them the spec's"],
+    );
+}
+
+#[test]
+fn a_confined_container_restores_with_its_credentials_checked() {
+    let a = Godwit::new();
+    let (bundle, _archive, out) = checkpointed(&a, "confined", confined);
+    let image = out.path().join("image");
+    let id = a.id("confined-b");
+    a.ok_null(&[
+        "restore",
+        "--detach",
+        "--image-path",
+        image.to_str().unwrap(),
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
+    let pid = a.pid(&id);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_else(|| panic!("{k} in {status}"))
+            .to_string()
+    };
+    assert!(
+        field("Uid:")
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == "1000"),
+        "{status}"
+    );
+    assert_eq!(field("NoNewPrivs:").split_whitespace().nth(1), Some("1"));
+    assert_eq!(field("Seccomp:").split_whitespace().nth(1), Some("2"));
+    let count = bundle.rootfs().join("tmp/count");
+    let now = last_count(&count).unwrap();
+    wait_for("the restored counter ticks", T, || {
+        last_count(&count).filter(|&n| n > now + 2)
+    });
+}
+
+/// The hostile archive of the first test, restored without `--bundle`: the
+/// archive's spec is all there is, and the policy refuses the host bind.
+#[test]
+fn a_host_bind_in_the_archive_spec_is_refused_without_a_bundle() {
+    let a = Godwit::new();
+    let canary = Canary::new();
+    let (_bundle, archive, out) = checkpointed(&a, "nobundle", |_| {});
+    let mut ar = Archive::read(&archive);
+    ar.edit_spec(|s| {
+        s["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/host", "type": "bind", "source": "/",
+            "options": ["rbind", "rw"]
+        }));
+        s["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "network");
+    });
+    let evil = out.path().join("evil.tar");
+    ar.write(&evil);
+    let b = Godwit::new();
+    let id = b.id("nobundle-b");
+    let err = restore_fails(
+        &b,
+        &[
+            "--import",
+            evil.to_str().unwrap(),
+            "--rootfs-base-dir",
+            "/tmp",
+            &id,
+        ],
+    );
+    assert!(
+        err.contains("refused: the archive's spec mounts[")
+            && err.contains("(/host): binds host path / (outside the recorded rootfs base"),
+        "{err}"
+    );
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+    // Without the host bind, the missing network namespace is refused too.
+    let mut ar = Archive::read(&evil);
+    ar.edit_spec(|s| {
+        s["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/host");
+    });
+    ar.write(&evil);
+    let err = restore_fails(
+        &b,
+        &[
+            "--import",
+            evil.to_str().unwrap(),
+            "--rootfs-base-dir",
+            "/tmp",
+            &id,
+        ],
+    );
+    assert!(
+        err.contains("refused: the archive's spec linux.namespaces: has no net namespace"),
+        "{err}"
+    );
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+}
+
+/// A good archive whose config.dump records `base` as its rootfs base,
+/// restored without `--bundle` by `godwit` with `extra` arguments (and
+/// `env`): refused with `want`.
+fn base_refused(name: &str, base: &str, extra: &[&str], env: Option<&str>, want: &str) {
+    let a = Godwit::new();
+    let canary = Canary::new();
+    let (_bundle, archive, out) = checkpointed(&a, name, |_| {});
+    let mut ar = Archive::read(&archive);
+    ar.edit_json("config.dump", |c| {
+        c["rootfs_base"] = json!({"kind": "directory", "path": base});
+    });
+    let evil = out.path().join("evil.tar");
+    ar.write(&evil);
+    let b = Godwit::new();
+    let id = b.id(&format!("{name}-b"));
+    let mut cmd = b.cmd();
+    cmd.args(["restore", "--detach", "--import", evil.to_str().unwrap()])
+        .args(extra)
+        .arg(&id)
+        .stdin(std::process::Stdio::null());
+    match env {
+        Some(v) => cmd.env("GODWIT_ROOTFS_BASE_DIRS", v),
+        None => cmd.env_remove("GODWIT_ROOTFS_BASE_DIRS"),
+    };
+    let res = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{name}: restored");
+    assert!(err.contains(want), "{name}: wanted {want:?} in: {err}");
+    assert_nothing_left(&b);
+    canary.assert_untouched();
+}
+
+#[test]
+fn a_rootfs_base_of_proc_self_root_is_refused() {
+    base_refused(
+        "procroot",
+        "/proc/self/root",
+        &["--rootfs-base-dir", "/tmp"],
+        None,
+        "refused: the archive's rootfs base: /proc/self/root is the host's root or in /proc, /sys or /dev: never a rootfs base",
+    );
+}
+
+#[test]
+fn a_rootfs_base_outside_the_allowed_directories_is_refused() {
+    let allowed = tempfile::tempdir().unwrap();
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host_dir.path().join("bin")).unwrap();
+    let host = host_dir.path().to_str().unwrap();
+    let allowed_dir = allowed.path().to_str().unwrap();
+    base_refused(
+        "hostdir",
+        host,
+        &[],
+        Some(allowed_dir),
+        &format!("refused: the archive's rootfs base: {host} is not under a directory this host allows rootfs bases in ({allowed_dir};"),
+    );
+    // None allowed at all: the error says what to give.
+    base_refused(
+        "hostdir-none",
+        host,
+        &[],
+        None,
+        "(none is configured): give --bundle DIR with a copy of the container's bundle, or allow the image store with --rootfs-base-dir DIR",
+    );
+    // A symlink in the allowed directory that leads out of it.
+    let link = allowed.path().join("layer");
+    std::os::unix::fs::symlink(host_dir.path(), &link).unwrap();
+    base_refused(
+        "hostdir-link",
+        link.to_str().unwrap(),
+        &["--rootfs-base-dir", allowed_dir],
+        None,
+        &format!(
+            "refused: the archive's rootfs base: {} leads to {host} is not under",
+            link.display()
+        ),
+    );
+}
+
+#[test]
+fn a_record_with_a_raised_hard_rlimit_is_refused() {
+    raised_creds_refused(
+        "rlimit",
+        |r| {
+            for l in r["task"]["rlimits"].as_array_mut().unwrap() {
+                if l["resource"] == 7 {
+                    l["max"] = json!(1u64 << 20);
+                    l["cur"] = json!(1u64 << 20);
+                }
+            }
+        },
+        &["refused: process 1 of the image: rlimit hard limit is RLIMIT_NOFILE = 1048576, the destination's spec allows 1024"],
+    );
 }

@@ -5,6 +5,10 @@
 
 mod common;
 
+/// Where the tests' bundles (the archives' rootfs bases) are: allowed for
+/// `restore --import` without `--bundle`.
+const TMP: &str = "/tmp";
+
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -197,6 +201,8 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
         "--detach",
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         &id_b,
     ]);
     let recreated = host_b.root.path().join(format!(".{id_b}.bundle"));
@@ -267,6 +273,8 @@ fn overlay_changes_and_deletions_travel_with_or_without_a_bundle() {
         "--detach",
         "--import",
         archive2.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         &id_d,
     ]);
     let out = host_d.ok(&[
@@ -320,6 +328,8 @@ fn import_without_bundle_refuses_a_missing_base_and_leaves_nothing() {
         "--detach",
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         "--work-path",
         work.path().to_str().unwrap(),
         &id_b,
@@ -342,6 +352,8 @@ fn import_without_bundle_refuses_a_missing_base_and_leaves_nothing() {
         "--detach",
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         "--work-path",
         work.path().to_str().unwrap(),
         &id_b,
@@ -389,6 +401,8 @@ fn a_base_overlay_cannot_name_is_not_recorded() {
         "--detach",
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         &id_b,
     ]);
     assert!(err.contains("--bundle"), "asks for --bundle: {err}");
@@ -443,6 +457,8 @@ fn import_without_bundle_needs_a_usable_recorded_base() {
             "--detach",
             "--import",
             archive.to_str().unwrap(),
+            "--rootfs-base-dir",
+            TMP,
             &id,
         ]);
         assert!(!g.state_dir(&id).exists());
@@ -572,6 +588,8 @@ fn a_terminal_container_gets_a_new_pty_over_the_console_socket() {
         "--detach",
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         &id2,
     ]);
     assert!(err.contains("--console-socket"), "{err}");
@@ -593,6 +611,8 @@ fn a_terminal_container_gets_a_new_pty_over_the_console_socket() {
         sock.to_str().unwrap(),
         "--import",
         archive.to_str().unwrap(),
+        "--rootfs-base-dir",
+        TMP,
         &id2,
     ]);
     let mut master = std::fs::File::from(receiver.join().unwrap());

@@ -5,6 +5,7 @@ mod console;
 mod container;
 mod error;
 mod events;
+mod logging;
 mod metrics;
 mod oom;
 mod options;
@@ -30,6 +31,9 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // The runtime's, the dumper's and libcontainer's tracing events go to
+    // containerd-shim's logger (containerd's log).
+    logging::init();
     let config = containerd_shim::Config {
         // The shim reaps its own children (see reaper.rs): libcontainer waits
         // for its intermediate processes by pid, which a blind reaper breaks.

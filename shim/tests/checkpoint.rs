@@ -209,6 +209,9 @@ fn tasks_checkpoint_without_options_and_of_a_paused_task() {
     assert_eq!(c.task_status(id).as_deref(), Some("RUNNING"));
     let now = last_count(&c, id);
     wait_past(&c, id, now);
+    // The runtime's tracing events (here its "checkpointed" line with the
+    // dump's numbers) reach containerd's log through the shim.
+    c.wait_log_line(&["checkpointed", "id=plain", "processes="]);
 
     // containerd pauses the task around Checkpoint; one paused by the user
     // stays paused, its counter still.

@@ -4,7 +4,8 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::MessageField;
@@ -47,7 +48,7 @@ fn foreground_run_prints_output_and_returns_exit_codes() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 
     // stderr reaches its own fifo; a task killed by signal N exits 128+N.
-    let run = c
+    let mut run = c
         .ctr_cmd(&[
             "run",
             "--rm",
@@ -60,19 +61,20 @@ fn foreground_run_prints_output_and_returns_exit_codes() {
             "echo oops >&2; exec sleep 1000",
         ])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("ctr run");
+    // Killed only once the shell's echo has come out: RUNNING alone does
+    // not say the shell got that far.
+    let stderr = Collected::start(run.stderr.take().expect("piped stderr"));
     c.wait_status("sig", "RUNNING");
+    stderr.wait_for(|text| text.contains("oops"), "echo on stderr");
     c.ok(&["task", "kill", "-s", "KILL", "sig"]);
-    let out = run.wait_with_output().expect("wait ctr run");
-    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("oops"),
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    let status = run.wait().expect("wait ctr run");
+    let stderr = stderr.finish();
+    assert_eq!(status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("oops"), "stderr: {stderr}");
     assert!(c.ok(&["task", "ls", "-q"]).trim().is_empty());
     assert!(
         std::fs::read_dir(c.godwit_root())
@@ -163,8 +165,14 @@ fn detached_task_exec_ps_metrics_pause_resume_kill_delete() {
     c.ok(&["task", "resume", id]);
     c.wait_status(id, "RUNNING");
     let before = count();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(count() > before, "counter does not advance after resume");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "counter does not advance after resume (stays at {before})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // kill --all reaches the exec too; the init is pid 1 of its namespace and
     // ignores TERM, so KILL.
@@ -295,12 +303,12 @@ fn task_survives_containerd_restart() {
     c.ok(&["task", "kill", "-s", "KILL", id]);
     c.wait_status(id, "STOPPED");
     c.ok(&["task", "delete", id]);
-    let log = events.stop();
-    assert!(
+    let exited = |log: &str| {
         log.lines()
-            .any(|l| l.contains("/tasks/exit") && l.contains(id)),
-        "no /tasks/exit after the restart:\n{log}"
-    );
+            .any(|l| l.contains("/tasks/exit") && l.contains(id))
+    };
+    let log = events.stop_when(exited);
+    assert!(exited(&log), "no /tasks/exit after the restart:\n{log}");
     c.ok(&["containers", "rm", id]);
 }
 
@@ -351,13 +359,63 @@ fn bad_input_is_refused_with_a_clear_error() {
     c.wait_status(id, "RUNNING");
 }
 
-/// `ctr events` in the background; `stop` returns every line it printed.
+/// What a child prints on one of its pipes, collected by a thread as it
+/// comes, so that a test can wait for a line before acting.
+struct Collected {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collected {
+    fn start(pipe: impl std::io::Read + Send + 'static) -> Collected {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&text);
+        let reader = std::thread::spawn(move || {
+            let mut pipe = std::io::BufReader::new(pipe);
+            let mut line = String::new();
+            while matches!(std::io::BufRead::read_line(&mut pipe, &mut line), Ok(n) if n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Collected { text, reader }
+    }
+
+    fn now(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 20 s) until what came so far satisfies `done`.
+    fn wait_for(&self, done: impl Fn(&str) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&self.now()) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within 20 s; got:\n{}",
+                self.now()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything, once the pipe is closed (the child exited or was killed).
+    fn finish(self) -> String {
+        let Collected { text, reader } = self;
+        let _ = reader.join();
+        let all = text.lock().unwrap().clone();
+        all
+    }
+}
+
+/// `ctr events` in the background.
 struct EventLog {
     child: std::process::Child,
-    reader: std::thread::JoinHandle<String>,
+    lines: Collected,
 }
 
 impl EventLog {
+    /// Starts `ctr events` and returns once its subscription is live: a
+    /// change of a namespace label has come through it.
     fn start(c: &Containerd) -> EventLog {
         let mut child = c
             .ctr_cmd(&["events"])
@@ -366,22 +424,37 @@ impl EventLog {
             .stderr(Stdio::null())
             .spawn()
             .expect("ctr events");
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-            text
-        });
-        // Let the subscription reach containerd before anything happens.
-        std::thread::sleep(Duration::from_millis(500));
-        EventLog { child, reader }
+        let lines = Collected::start(child.stdout.take().expect("piped stdout"));
+        let events = EventLog { child, lines };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in 0u32.. {
+            let label = format!("godwit.test/probe={n}");
+            c.ok(&["namespaces", "label", &c.ns, &label]);
+            let until = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < until {
+                if events.lines.now().contains("/namespaces/update") {
+                    return events;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        let seen = events.stop_when(|_| true);
+        panic!("ctr events shows no event within 20 s: {seen:?}");
     }
 
-    fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(500));
+    /// Waits until the events satisfy `done` (at most 20 s), then stops
+    /// `ctr events` and returns every line it printed.
+    fn stop_when(mut self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&self.lines.now()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.reader.join().unwrap_or_default()
+        self.lines.finish()
     }
 }
 
@@ -453,12 +526,7 @@ fn events_update_and_oom_are_reported() {
     c.wait_status(oom, "STOPPED");
     c.ok(&["task", "delete", oom]);
 
-    let log = events.stop();
-    let has = |topic: &str, id: &str| {
-        log.lines()
-            .any(|l| l.contains(&c.ns) && l.contains(topic) && l.contains(id))
-    };
-    for topic in [
+    let topics = [
         "/tasks/create",
         "/tasks/start",
         "/tasks/exec-added",
@@ -467,10 +535,20 @@ fn events_update_and_oom_are_reported() {
         "/tasks/resumed",
         "/tasks/exit",
         "/tasks/delete",
-    ] {
-        assert!(has(topic, id), "no {topic} for {id} in:\n{log}");
+    ];
+    let has = |log: &str, topic: &str, id: &str| {
+        log.lines()
+            .any(|l| l.contains(&c.ns) && l.contains(topic) && l.contains(id))
+    };
+    let log = events
+        .stop_when(|log| topics.iter().all(|t| has(log, t, id)) && has(log, "/tasks/oom", oom));
+    for topic in topics {
+        assert!(has(&log, topic, id), "no {topic} for {id} in:\n{log}");
     }
-    assert!(has("/tasks/oom", oom), "no /tasks/oom for {oom} in:\n{log}");
+    assert!(
+        has(&log, "/tasks/oom", oom),
+        "no /tasks/oom for {oom} in:\n{log}"
+    );
 }
 
 /// Two containerds on one host (their own --state), the same namespace and

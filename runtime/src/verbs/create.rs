@@ -64,6 +64,8 @@ pub fn create_from(
             reason: "sd_notify forwarding is not supported by godwit; omit the flag".into(),
         });
     }
+    // What a restore of this id killed midway left goes first.
+    crate::restore_journal::recover(root, id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
             id: id.to_string(),

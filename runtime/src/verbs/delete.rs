@@ -9,9 +9,13 @@ use crate::store::StateRoot;
 /// Deletes a stopped (or created) container; with `force`, kills a running one
 /// first, and a missing container is not an error (as runc).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
+    crate::store::validate_id(id)?;
+    // A restore of this id killed midway: its half-made container and work
+    // directories go (restore_journal).
+    let recovered = crate::restore_journal::recover(root, id)?;
     let mut container = match root.load(id) {
         Ok(c) => c,
-        Err(RuntimeError::NotFound { .. }) if force => return Ok(()),
+        Err(RuntimeError::NotFound { .. }) if force || recovered => return Ok(()),
         Err(e) => return Err(e),
     };
     if !force

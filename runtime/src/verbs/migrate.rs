@@ -9,13 +9,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use libcgroups::common::CgroupManager;
-use libcontainer::container::ContainerStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::migrate::{us, Channel, Hello, Kind, Progress, StreamSink};
-use crate::store::{cgroup_manager, recorded_spec, StateRoot};
+use crate::store::StateRoot;
 
 /// What `godwit migrate` is asked to do.
 #[derive(Clone, Debug)]
@@ -89,18 +87,7 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
     let t0 = Instant::now();
     let id = req.id.as_str();
     let key = crate::migrate::read_key(&req.key)?;
-    let mut container = root.load(id)?;
-    let paused = container.status() == ContainerStatus::Paused;
-    if !paused && container.status() != ContainerStatus::Running {
-        return Err(RuntimeError::WrongStatus {
-            id: id.to_string(),
-            op: "migrate",
-            status: crate::verbs::state::status_name(container.status()),
-            hint: "only a running or paused container can be migrated",
-        });
-    }
-    let spec = recorded_spec(&container)?;
-    crate::notify::check_opt_out(&spec, id)?;
+    let mut target = crate::verbs::checkpoint::read_target(root, id, "migrate")?;
     let progress = Progress::new(format!("migrate {id}"), req.quiet);
     progress.phase("connecting");
     // Before anything of the container changes: a wrong key or no receiver
@@ -122,85 +109,50 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
         ..Default::default()
     };
 
-    let manager = cgroup_manager(&container)?;
-    let mut pids: Vec<i32> = manager
-        .get_all_pids()
-        .map_err(|e| RuntimeError::cgroup(id, e))?
-        .iter()
-        .map(|p| p.as_raw())
-        .collect();
-    pids.sort_unstable();
-    let init = container.pid().map(|p| p.as_raw()).unwrap_or(0);
-    if let Some((signal, delay)) = crate::notify::notification(&spec)?.filter(|_| !paused) {
-        crate::notify::send(init, signal)?;
-        std::thread::sleep(delay);
-    }
-    let mut extra_files = crate::verbs::checkpoint::extra_files(init, &spec)?;
-    let freezer = crate::verbs::checkpoint::freezer_dir(init);
+    crate::verbs::checkpoint::notify_before(&target)?;
+    let mut extra_files = crate::verbs::checkpoint::extra_files(target.init, &target.spec)?;
     // A migrate process killed from here on leaves the container running
     // and thawed (the kernel detaches the tracees; the guard thaws).
     let mut guard = crate::dump_guard::DumpGuard::arm(crate::dump_guard::GuardPlan {
         id: id.to_string(),
-        freezer: freezer.clone(),
-        paused,
+        freezer: target.freezer_dir(),
+        paused: target.paused,
         image: None,
         export: None,
     })?;
-    let scratch = crate::tmpfs::scratch_mounts(&spec);
     let t_freeze = Instant::now();
-    let pre_frozen = match (&freezer, scratch.is_empty() || paused) {
-        (Some(cgroup), false) => {
-            crate::tmpfs::set_frozen(cgroup, true)?;
-            Some(cgroup.clone())
-        }
-        _ => None,
-    };
-    let thaw = |frozen: &Option<PathBuf>| {
-        if let Some(cgroup) = frozen {
-            let _ = crate::tmpfs::set_frozen(cgroup, false);
+    let scratch = match crate::verbs::checkpoint::capture_scratch(&target, &mut extra_files) {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            let _ = ch.send(Kind::Abort, e.to_string().as_bytes());
+            return Err(e);
         }
     };
-    if !scratch.is_empty() {
-        match crate::tmpfs::capture(init, &scratch) {
-            Ok(bytes) => extra_files.push((crate::tmpfs::TMPFS_DUMP.to_string(), bytes)),
-            Err(e) => {
-                thaw(&pre_frozen);
-                let _ = ch.send(Kind::Abort, e.to_string().as_bytes());
-                return Err(e);
-            }
-        }
-    }
     progress.phase("dumping");
-    let dumped = {
+    let options = godwit_checkpoint::DumpOptions {
+        extra_files,
+        external_stdio: true,
+        freeze_cgroup: target.freezer_dir(),
+        keep_frozen: target.paused,
+        ..Default::default()
+    };
+    let mut entries = Vec::new();
+    let mut raw = 0;
+    let held = crate::verbs::checkpoint::dump(&target, options, |opts| {
         let mut sink = StreamSink::new(&mut ch, req.compress, &progress)?;
         let r = sink.dir(crate::archive::IMAGE_DIR).and_then(|()| {
             sink.set_prefix("checkpoint/");
-            godwit_checkpoint::dump_and_hold_to(
-                &pids,
-                &mut sink,
-                &godwit_checkpoint::DumpOptions {
-                    extra_files,
-                    external_stdio: true,
-                    freeze_cgroup: freezer.clone(),
-                    keep_frozen: paused,
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| RuntimeError::Dump {
-                id: id.to_string(),
-                source: Box::new(e),
-            })
+            godwit_checkpoint::dump_and_hold_to(&target.pids, &mut sink, opts)
+                .map_err(|e| crate::verbs::checkpoint::dump_error(id, e))
         });
-        (r, std::mem::take(&mut sink.entries), sink.raw_bytes)
-    };
-    let (held, mut entries, mut raw) = dumped;
-    if let (true, true, Some(cgroup)) = (paused, held.is_err(), &freezer) {
-        let _ = crate::tmpfs::set_frozen(cgroup, true);
-    }
+        entries = std::mem::take(&mut sink.entries);
+        raw = sink.raw_bytes;
+        r
+    });
     let held = match held {
         Ok(h) => h,
         Err(e) => {
-            thaw(&pre_frozen);
+            scratch.thaw(id);
             let _ = ch.send(Kind::Abort, format!("{e}").as_bytes());
             return Err(e);
         }
@@ -224,11 +176,12 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
             .mode(0o700)
             .create(&staging)
             .map_err(|e| RuntimeError::io(&staging, e))?;
-        let captured = crate::verbs::checkpoint::capture_rootfs(&container, &spec, &staging)?;
+        let (container, spec) = (&target.container, &target.spec);
+        let captured = crate::verbs::checkpoint::capture_rootfs(container, spec, &staging)?;
         let mut sink = StreamSink::new(&mut ch, req.compress, &progress)?;
         sink.entries = std::mem::take(&mut entries);
         sink.raw_bytes = raw;
-        let spec_bytes = serde_json::to_vec(&spec)
+        let spec_bytes = serde_json::to_vec(spec)
             .map_err(|e| RuntimeError::io(crate::archive::SPEC_DUMP, e.into()))?;
         sink.file(crate::archive::SPEC_DUMP, &spec_bytes)?;
         sink.file_from(crate::archive::ROOTFS_DIFF, &captured.diff)?;
@@ -241,7 +194,7 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
         ))
         .map_err(|e| RuntimeError::io(crate::archive::STATS_DUMP, e.into()))?;
         sink.file(crate::archive::STATS_DUMP, &stats_bytes)?;
-        let config = crate::verbs::checkpoint::archive_config(&container, &spec, &captured);
+        let config = crate::verbs::checkpoint::archive_config(container, spec, &captured);
         let config_bytes = crate::archive::config_dump_for(&config, &sink.entries);
         sink.file(crate::archive::CONFIG_DUMP, &config_bytes)?;
         raw = sink.raw_bytes;
@@ -252,7 +205,7 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
     if let Err(e) = rest {
         let _ = ch.send(Kind::Abort, e.to_string().as_bytes());
         let _ = held.abort();
-        thaw(&pre_frozen);
+        scratch.thaw(id);
         return Err(e);
     }
     summary.bytes_raw = raw;
@@ -267,7 +220,7 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
         Ok(body) => serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
         Err(e) => {
             let _ = held.abort();
-            thaw(&pre_frozen);
+            scratch.thaw(id);
             progress.finish();
             return Err(RuntimeError::Migrate {
                 role: "to",
@@ -281,16 +234,11 @@ pub fn migrate(root: &StateRoot, req: &MigrateRequest) -> Result<MigrateSummary>
     // It runs there: it must not run here too.
     progress.phase("ending the container here");
     guard.keep_image();
-    let finished = held.finish().map_err(|e| RuntimeError::Dump {
-        id: id.to_string(),
-        source: Box::new(e),
-    });
-    let deleted = finished.and_then(|_| {
-        let restored = crate::restored::Record::load(&container.root);
-        crate::verbs::delete::delete_container(&mut container, id, true)?;
-        restored.cleanup();
-        Ok(())
-    });
+    let finished = held
+        .finish()
+        .map_err(|e| crate::verbs::checkpoint::dump_error(id, e));
+    let deleted =
+        finished.and_then(|_| crate::verbs::checkpoint::remove_dumped(&mut target.container, id));
     drop(guard);
     let gone = match &deleted {
         Ok(()) => "{}".to_string(),

@@ -28,6 +28,8 @@ pub struct ReceiveRequest {
     pub bundle: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub work_path: Option<PathBuf>,
+    /// As `RestoreRequest::rootfs_base_dirs`.
+    pub rootfs_base_dirs: Vec<PathBuf>,
     pub quiet: bool,
 }
 
@@ -185,6 +187,8 @@ fn restore_args(req: &ReceiveRequest, origin: &Path) -> RestoreRequest {
         pid_file: req.pid_file.clone(),
         console_socket: None,
         no_pivot: false,
+        import: Default::default(),
+        rootfs_base_dirs: req.rootfs_base_dirs.clone(),
     }
 }
 

@@ -154,20 +154,37 @@ pub fn restore_with_stdio(
     crate::verbs::create::check_systemd(global)?;
     let id = args.id.as_str();
     validate_id(id)?;
+    // What a restore of this id killed midway left goes first.
+    crate::restore_journal::recover(root, id)?;
     if root.exists(id) || root.container_dir(id).exists() {
         return Err(RuntimeError::AlreadyExists {
             id: id.to_string(),
             root: root.path().to_path_buf(),
         });
     }
+    // Checked before anything is written (a bad key changes nothing).
+    let (limits, trust) = import_policy(args)?;
+    let recreated = match (&args.source, &args.bundle) {
+        (RestoreSource::Archive(_), None) => Some(crate::restore_journal::recreated_bundle(
+            root,
+            id,
+            args.work_path.as_deref(),
+        )),
+        _ => None,
+    };
+    // Until the container runs (or this restore cleaned up after itself),
+    // the journal says what to remove if this process is killed.
+    let _journal = crate::restore_journal::begin(root, id, recreated, global.systemd_cgroup)?;
     match &args.source {
         RestoreSource::Archive(file) => {
             // The archive is checked whole before anything is extracted, and
             // extracted next to the state; gone again whatever happens.
-            let dest = root.path().join(format!(".{id}.import"));
+            let dest = crate::restore_journal::import_dir(root, id);
             let _ = std::fs::remove_dir_all(&dest);
             let _cleanup = RemoveOnDrop(dest.clone());
-            let imported = crate::archive::import(file, &dest, &Default::default())?;
+            let imported = crate::archive::import_trusted(file, &dest, &limits, &trust)?;
+            warn_unauthenticated(id, file, &imported.signature);
+            crate::restore_journal::test_pause("after-import");
             restore_imported(root, global, args, &imported, stdio)
         }
         RestoreSource::Image(image) => {
@@ -200,6 +217,67 @@ pub fn restore_with_stdio(
     }
 }
 
+/// The bounds and the signature policy of `restore --import`, from its
+/// flags (or their environment variables).
+pub fn import_policy(
+    args: &RestoreRequest,
+) -> Result<(crate::archive::ImportLimits, crate::archive::Trust)> {
+    let opts = &args.import;
+    let mut limits = crate::archive::ImportLimits::default();
+    if let Some(max) = opts.max_size {
+        limits.max_total_size = max;
+        limits.max_entry_size = limits.max_entry_size.min(max);
+    }
+    if let Some(reserve) = opts.reserve {
+        limits.reserve_bytes = reserve;
+    }
+    let verify_key = opts
+        .verify_key
+        .as_deref()
+        .map(crate::signing::load_verifying_key)
+        .transpose()?;
+    if opts.require_signature && verify_key.is_none() {
+        return Err(RuntimeError::InvalidValue {
+            what: "--require-signature",
+            value: String::new(),
+            reason: format!(
+                "a signature can only be checked with a key: give --verify-key PUB.pem (or {})",
+                crate::signing::VERIFY_KEY_ENV
+            ),
+        });
+    }
+    let trust = crate::archive::Trust {
+        verify_key,
+        require_signature: opts.require_signature,
+    };
+    Ok((limits, trust))
+}
+
+/// An archive restored without a checked signature: said on stderr.
+fn warn_unauthenticated(id: &str, file: &Path, status: &crate::archive::SignatureStatus) {
+    use crate::archive::SignatureStatus as S;
+    let msg = match status {
+        S::Verified { public_key } => {
+            tracing::info!(id, archive = %file.display(), key = %public_key, "archive signature verified");
+            return;
+        }
+        S::Unsigned => format!(
+            "archive {} is unauthenticated (not signed): its digests show it is whole, not who made it; \
+             sign it with `checkpoint --sign-key` and restore with --verify-key (or {}=1 to refuse unsigned archives)",
+            file.display(),
+            crate::signing::REQUIRE_ENV
+        ),
+        S::NotChecked { public_key } => format!(
+            "archive {} is signed (key {public_key}) but its signature was not checked: no --verify-key \
+             (or {}) was given, so it is unauthenticated",
+            file.display(),
+            crate::signing::VERIFY_KEY_ENV
+        ),
+    };
+    tracing::warn!(id, "{msg}");
+    eprintln!("godwit: warning: {msg}");
+}
+
 /// Restores an archive already checked whole and extracted (by
 /// `archive::import`, or received by `godwit receive` under the same checks)
 /// as container `args.id`: onto `args.bundle`, or a bundle recreated
@@ -219,6 +297,7 @@ pub fn restore_imported(
         Some(bundle) => BundleSource::Given(bundle),
         None => BundleSource::Recreated(recreate_bundle(root, args, imported, &changes)?),
     };
+    crate::restore_journal::test_pause("after-bundle");
     restore_image(
         root,
         global,
@@ -254,19 +333,127 @@ fn recreate_bundle(
                      give --bundle DIR with a copy of the container's bundle"
                 .into(),
         })?;
+    let base = allowed_base(id, base, &args.rootfs_base_dirs)?;
     let spec_text = std::fs::read_to_string(&imported.spec_dump)
         .map_err(|e| RuntimeError::io(&imported.spec_dump, e))?;
     let spec: Spec = crate::bundle::parse_json(&imported.spec_dump, &spec_text)?;
+    check_archive_spec(id, &spec, &base.lowerdirs())?;
     let parent = args
         .work_path
         .clone()
         .unwrap_or_else(|| root.path().to_path_buf());
     let dir = std::path::absolute(parent.join(format!(".{id}.bundle")))
         .map_err(|e| RuntimeError::io(&parent, e))?;
-    let made =
-        RecreatedBundle::create(&dir, base, &spec, changes.diff.as_deref(), &changes.deleted)?;
+    let made = RecreatedBundle::create(
+        &dir,
+        &base,
+        &spec,
+        changes.diff.as_deref(),
+        &changes.deleted,
+    )?;
     tracing::info!(id, bundle = %made.path().display(), "recreated the bundle from the archive");
     Ok(made)
+}
+
+/// The archive's rootfs base with each directory canonical, if every one is
+/// in a directory the operator allows (see `restore_policy::check_rootfs_base`).
+fn allowed_base(
+    id: &str,
+    base: &crate::archive::RootfsBase,
+    given: &[PathBuf],
+) -> Result<crate::archive::RootfsBase> {
+    use crate::archive::RootfsBase;
+    let refused = |reason: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason: format!("the archive's rootfs base: {reason}"),
+    };
+    // Allowed directories that exist, canonical (a symlink counts where it leads).
+    let allowed: Vec<PathBuf> = given
+        .iter()
+        .filter_map(|d| match std::fs::canonicalize(d) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), "allowed rootfs base directory ignored: {e}");
+                None
+            }
+        })
+        .collect();
+    // As given too, for the first, lexical check (the archive names the base
+    // as the source host saw it, maybe through the same symlink).
+    let mut named: Vec<PathBuf> = Vec::new();
+    for d in given.iter().filter(|d| d.is_absolute()).chain(&allowed) {
+        if !named.contains(d) {
+            named.push(d.clone());
+        }
+    }
+    let mut lowers = Vec::new();
+    for lower in base.lowerdirs() {
+        // Checked lexically first: no need to resolve a path never allowed.
+        crate::restore_policy::check_rootfs_base(&lower, &named).map_err(refused)?;
+        let canonical = match std::fs::canonicalize(&lower) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::Bundle {
+                    path: lower.clone(),
+                    reason: "the rootfs base the archive records (the container's image on the source host) \
+                             is not on this host at that path; give --bundle DIR with a copy of the container's bundle, \
+                             or make the image available at that path"
+                        .into(),
+                })
+            }
+            Err(e) => return Err(RuntimeError::io(&lower, e)),
+        };
+        // And where it leads: a symlink out of the allowed directory is refused.
+        crate::restore_policy::check_rootfs_base(&canonical, &allowed)
+            .map_err(|r| refused(format!("{} leads to {r}", lower.display())))?;
+        lowers.push(canonical);
+    }
+    Ok(match base {
+        RootfsBase::Overlay { .. } => RootfsBase::Overlay { lowerdirs: lowers },
+        RootfsBase::Directory { .. } => RootfsBase::Directory {
+            path: lowers.into_iter().next().unwrap_or_default(),
+        },
+    })
+}
+
+/// The archive's spec against the policy for a bundle recreated from it
+/// (`restore_policy::check_archive_spec`), bind sources resolved: one that
+/// leads out of the rootfs base is refused too.
+fn check_archive_spec(id: &str, spec: &Spec, bases: &[PathBuf]) -> Result<()> {
+    let refused = |what: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason: format!(
+            "{what}; a bundle recreated from an archive takes only what a default container has: \
+             give --bundle DIR with the container's own config.json to restore it as it was"
+        ),
+    };
+    crate::restore_policy::check_archive_spec(spec, bases).map_err(|e| refused(e.to_string()))?;
+    for m in spec.mounts().iter().flatten() {
+        let Some(source) = m.source() else { continue };
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+        if !bind {
+            continue;
+        }
+        let resolved = std::fs::canonicalize(source).map_err(|e| {
+            refused(format!(
+                "the archive's spec binds {} at {}, which cannot be resolved: {e}",
+                source.display(),
+                m.destination().display()
+            ))
+        })?;
+        if !bases.iter().any(|b| resolved.starts_with(b)) {
+            return Err(refused(format!(
+                "the archive's spec binds {} at {}, which leads to {} outside the rootfs base",
+                source.display(),
+                m.destination().display(),
+                resolved.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A terminal container's console: the socket libcontainer sends the new
@@ -345,6 +532,7 @@ fn restore_image(
             ),
         }
     })?;
+    check_image_creds(id, &reader, &spec)?;
     let rootfs = crate::bundle::rootfs(&bundle, &spec);
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|e| RuntimeError::io(&rootfs, e))?;
     let (console_path, own_console) = console_for(root, args, &spec)?;
@@ -360,7 +548,7 @@ fn restore_image(
 
     // libcontainer reads config.json from a bundle directory: the stub's
     // widened spec gets one of its own, next to the state directory.
-    let stub_bundle = root.path().join(format!(".{id}.restore"));
+    let stub_bundle = crate::restore_journal::stub_bundle(root, id);
     let _ = std::fs::remove_dir_all(&stub_bundle);
     std::fs::create_dir_all(&stub_bundle).map_err(|e| RuntimeError::io(&stub_bundle, e))?;
     let cleanup_bundle = RemoveOnDrop(stub_bundle.clone());
@@ -440,6 +628,8 @@ fn restore_image(
         record.cleanup();
         return Err(e);
     }
+    // Restored: the container is no debris if this process dies now.
+    crate::restore_journal::end(root, id);
     if let Some(pid_file) = &args.pid_file {
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
         std::fs::write(pid_file, pid.to_string()).map_err(|e| RuntimeError::io(pid_file, e))?;
@@ -459,6 +649,62 @@ fn restore_image(
     let _ = crate::verbs::delete::delete_container(&mut container, id, true);
     record.cleanup();
     status
+}
+
+/// No process gets more than the destination's spec allows: every process
+/// record's credentials and seccomp filters are checked against `spec`
+/// before anything is created (see `restore_policy::check_creds`).
+fn check_image_creds(
+    id: &str,
+    reader: &godwit_checkpoint::image::ImageReader,
+    spec: &Spec,
+) -> Result<()> {
+    use crate::restore_policy::{check_creds, compile_seccomp, Allowed};
+    let refused = |reason: String| RuntimeError::Refused {
+        id: id.to_string(),
+        reason,
+    };
+    let seccomp = compile_seccomp(spec).map_err(refused)?;
+    let allowed = Allowed::from_spec(spec, seccomp);
+    for entry in &reader.inventory.processes {
+        let img: godwit_checkpoint::records::ProcessImage = reader
+            .read_json(&entry.record)
+            .map_err(|e| RuntimeError::Restore {
+                id: id.to_string(),
+                source: Box::new(e),
+            })?;
+        // A program that is not hex matches nothing (and the restorer refuses it).
+        let filters: Vec<Vec<u8>> = img
+            .seccomp
+            .filters
+            .iter()
+            .map(|f| unhex(&f.prog).unwrap_or_default())
+            .collect();
+        check_creds(
+            entry.pid,
+            &img.task.creds,
+            &img.task.rlimits,
+            &filters,
+            &allowed,
+        )
+        .map_err(|e| {
+            refused(format!(
+                "{e}; a process may not get more than the spec gives it (the image was altered, \
+                 or checkpointed under another spec): restore with the container's own config.json"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
 }
 
 /// Starts the stub, stops it, and lets the dumper rebuild the tree in it;
@@ -481,6 +727,7 @@ fn rebuild(
     })?;
     kill(pid, Signal::SIGSTOP).map_err(|e| RuntimeError::sys(format!("stop stub {pid}"), e))?;
     wait_stopped(pid.as_raw())?;
+    crate::restore_journal::test_pause("after-create");
     // The stub's tmpfs mounts are fresh: refill them before the processes,
     // which may hold files there open, are rebuilt.
     let tmpfs = image.join(crate::tmpfs::TMPFS_DUMP);
@@ -509,6 +756,7 @@ fn rebuild(
             source: Box::new(e),
         }
     })?;
+    crate::restore_journal::test_pause("after-rebuild");
     for w in &stats.warnings {
         tracing::warn!(id, "{w}");
         eprintln!("godwit: warning: {w}");

@@ -213,6 +213,25 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Waits until containerd's log has a line holding every one of `parts`
+    /// (the shim's log reaches it through a fifo, a moment later); returns it.
+    pub fn wait_log_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {parts:?} in containerd's log:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A task-service client on the shim of task `id` (its address file is in the bundle).
     pub fn shim(&self, id: &str) -> containerd_shim_protos::TaskClient {
         let file = self

@@ -44,6 +44,8 @@ pub enum SeccompError {
         source: libseccomp::error::SeccompError,
         flag: LinuxSeccompFilterFlag,
     },
+    #[error("failed to export the seccomp filter as BPF")]
+    Export { source: std::io::Error },
     #[error("failed to set SCMP_FLTATR_CTL_NNP")]
     SetCtlNnp {
         source: libseccomp::error::SeccompError,
@@ -148,6 +150,56 @@ fn check_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
 
 #[tracing::instrument(level = "trace", skip(seccomp))]
 pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
+    let ctx = filter_context(seccomp)?;
+
+    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
+    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
+    // the thread must already have the no_new_privs bit set.
+    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
+    ctx.load()
+        .map_err(|err| SeccompError::LoadContext { source: err })?;
+
+    let fd = if is_notify(seccomp) {
+        Some(
+            ctx.get_notify_fd()
+                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
+        )
+    } else {
+        None
+    };
+
+    Ok(fd)
+}
+
+/// The BPF program (an array of `struct sock_filter`) that
+/// [`initialize_seccomp`] loads for `seccomp`, built the same way, without
+/// loading it: what the kernel reports for the filter
+/// (PTRACE_SECCOMP_GET_FILTER) once a process runs under it.
+pub fn compile_bpf(seccomp: &LinuxSeccomp) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    use std::os::fd::FromRawFd;
+    let ctx = filter_context(seccomp)?;
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is owned below.
+    let fd = unsafe { libc::memfd_create(c"seccomp-bpf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(SeccompError::Export {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    ctx.export_bpf(&file).map_err(|err| SeccompError::Export {
+        source: std::io::Error::other(err),
+    })?;
+    let mut prog = Vec::new();
+    file.rewind()
+        .and_then(|_| file.read_to_end(&mut prog))
+        .map_err(|source| SeccompError::Export { source })?;
+    Ok(prog)
+}
+
+/// The filter context [`initialize_seccomp`] loads for `seccomp`.
+fn filter_context(seccomp: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     check_seccomp(seccomp)?;
 
     tracing::trace!(default_action = ?seccomp.default_action(), errno = ?seccomp.default_errno_ret(), "initializing seccomp");
@@ -297,23 +349,7 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
         }
     }
 
-    // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
-    // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
-    // the thread must already have the no_new_privs bit set.
-    // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
-    ctx.load()
-        .map_err(|err| SeccompError::LoadContext { source: err })?;
-
-    let fd = if is_notify(seccomp) {
-        Some(
-            ctx.get_notify_fd()
-                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
-        )
-    } else {
-        None
-    };
-
-    Ok(fd)
+    Ok(ctx)
 }
 
 pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
