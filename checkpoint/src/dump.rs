@@ -82,6 +82,9 @@ pub struct ProcessImage {
     pub timers: TimersImage,
     #[serde(default)]
     pub seccomp: crate::seccomp::SeccompImage,
+    /// prctl flags and oom_score_adj (format 2.2).
+    #[serde(default)]
+    pub attrs: crate::attrs::ProcessAttrs,
 }
 
 impl Versioned for ProcessImage {
@@ -481,6 +484,7 @@ fn dump_process(
         scratch.mem.write(addr + GADGET_OFF, &GADGET_BYTES)?;
         inj.set_gadget(Gadget::SyscallTrap(addr + GADGET_OFF));
         let brk = inj.syscall("brk", libc::SYS_brk, &[0])?;
+        let attrs = crate::attrs::dump_process(pid, &mut inj, &scratch)?;
         let signals = signals::dump(pid, leader, &mut inj, &scratch)?;
         let mut timers = timers::dump(&mut inj, &scratch)?;
         timers.posix = timers::dump_posix(pid, &mut inj, &scratch, |host| {
@@ -497,13 +501,13 @@ fn dump_process(
             threads.push(threads::dump(pid, tid, ns_tid, &mut t_inj, &scratch)?);
             t_inj.finish()?;
         }
-        Ok((brk, signals, timers, threads))
+        Ok((brk, attrs, signals, timers, threads))
     })();
     // Always take the scratch page away again (the process may keep running).
     inj.set_gadget(Gadget::Syscall(vdso_insn));
     let unmap = inj.syscall("munmap(scratch)", libc::SYS_munmap, &[addr, SCRATCH_LEN]);
     inj.finish()?;
-    let (brk, signals, timers, threads) = result?;
+    let (brk, attrs, signals, timers, threads) = result?;
     unmap?;
     // Unpinned (the copy uses both CPUs), and the leader's affinity back;
     // still at the real-time priority (`me` lives on): measured on 1 GiB,
@@ -528,6 +532,7 @@ fn dump_process(
         task,
         timers,
         seccomp,
+        attrs,
     })
 }
 

@@ -17,8 +17,9 @@ pub const FORMAT_MAJOR: u32 = 2;
 /// The oldest major version this build still reads (format 1: memfd
 /// contents as hex inside the process record).
 pub const OLDEST_MAJOR: u32 = 1;
-/// 2.1: `zombies` in the inventory (a 2.0 reader would drop them).
-pub const FORMAT_MINOR: u32 = 1;
+/// 2.1: `zombies` in the inventory (a 2.0 reader would drop them); 2.2:
+/// `attrs` in process and thread records.
+pub const FORMAT_MINOR: u32 = 2;
 pub const INVENTORY: &str = "inventory.json";
 pub const ARCH: &str = "x86_64";
 

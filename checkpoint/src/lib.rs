@@ -41,6 +41,7 @@ pub mod terminal;
 
 // One module per kernel object (record type, dump and restore side by side),
 // and the plumbing they share; private to the dumper.
+mod attrs;
 mod boost;
 mod dump;
 mod epoll;

@@ -2,6 +2,7 @@
 //! read an image (see docs/image-format.md). Read-only: how they are dumped
 //! and restored stays inside the dumper.
 
+pub use crate::attrs::{ProcessAttrs, ThreadAttrs};
 pub use crate::dump::ProcessImage;
 pub use crate::epoll::{EpollImage, EpollTarget};
 pub use crate::eventfd::EventFdImage;

@@ -30,6 +30,8 @@ use crate::zombie::ZombieEntry;
 use crate::{signals, task, threads, timers};
 
 use crate::limits::TASK_END;
+/// capability(7) number of CAP_SYS_NICE.
+const CAP_SYS_NICE: u32 = 23;
 /// How long clone3(set_tid) may keep failing with EEXIST (a killed pid not yet reaped).
 const PID_FREE_WAIT: Duration = Duration::from_secs(5);
 
@@ -403,7 +405,9 @@ fn restore_tree(
     restore_files(&mut tree, layout, shm)?;
     restore_task_state(&mut tree)?;
     restore_process_groups(&mut tree)?;
-    stats.clamped_rlimits = restore_threads_and_creds(&mut tree, attached)?;
+    let (clamped, warnings) = restore_threads_and_creds(&mut tree, attached)?;
+    stats.clamped_rlimits = clamped;
+    stats.warnings.extend(warnings);
     end_zombies(&mut tree, attached)?;
     stats.zombies = zombies.len();
     release_tree(tree, attached, stub_affinity)?;
@@ -707,10 +711,16 @@ fn restore_process_groups(tree: &mut Tree) -> Result<()> {
 }
 
 /// Threads (clone3 with set_tid) and per-thread state, seccomp, rlimits,
-/// POSIX timers, creds. Returns the rlimits that had to be clamped.
-fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result<Vec<Rlimit>> {
+/// POSIX timers, prctl flags, creds, then what creds reset (dumpable,
+/// parent-death signal) and scheduling. Returns the rlimits that had to be
+/// clamped and what could not be applied.
+fn restore_threads_and_creds(
+    tree: &mut Tree,
+    attached: &mut Attached,
+) -> Result<(Vec<Rlimit>, Vec<String>)> {
     let gadget = tree.gadget;
     let mut clamped = Vec::new();
+    let mut warnings = Vec::new();
     tree.each(|l, me| {
         let img = &l.img;
         let leader = img
@@ -735,10 +745,12 @@ fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result
         threads::restore_in_thread(&mut me.inj, &me.scratch, img.pid, leader)?;
         // Threads start with the stub's credentials: nothing to do when the
         // image's are the same (saves ~5 injections per thread).
+        crate::attrs::restore_before_creds(&mut me.inj, &img.attrs)?;
         let same_creds = task::creds_of(&Status::of_pid(me.host_pid)?)? == img.task.creds;
         if !same_creds {
             task::restore_creds(&mut me.inj, &me.scratch, &img.task.creds)?;
         }
+
         for (t, &host) in img.threads[1..].iter().zip(&host_tids) {
             let mut t_inj = Injector::new(host, gadget)?;
             threads::restore_in_thread(&mut t_inj, &me.scratch, img.pid, t)?;
@@ -748,9 +760,25 @@ fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result
             t_inj.forget();
             threads::set_final_state(host, t)?;
         }
+        // After every thread's creds: a change of creds in any thread
+        // resets the process's dumpable flag.
+        crate::attrs::restore_after_creds(&mut me.inj, &img.attrs, l.entry.ppid == 0)?;
+        // From outside, now that every thread exists.
+        let sys_nice = img.task.creds.cap_eff & (1 << CAP_SYS_NICE) != 0;
+        let hosts = std::iter::once(me.host_pid).chain(host_tids.iter().copied());
+        for (t, host) in img.threads.iter().zip(hosts) {
+            warnings.extend(crate::attrs::restore_outside(
+                host, t.tid, &t.attrs, sys_nice,
+            ));
+        }
+        warnings.extend(crate::attrs::restore_oom_score_adj(
+            me.host_pid,
+            img.pid,
+            &img.attrs,
+        ));
         Ok(())
     })?;
-    Ok(clamped)
+    Ok((clamped, warnings))
 }
 
 /// Every zombie exits (or dies) with its recorded status, its parent still

@@ -38,6 +38,9 @@ pub struct ThreadImage {
     pub comm: String,
     /// Pending thread-directed signals: raw siginfo, hex.
     pub pending: Vec<String>,
+    /// Robust futex list, scheduling, I/O priority (format 2.2).
+    #[serde(default)]
+    pub attrs: crate::attrs::ThreadAttrs,
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -153,6 +156,7 @@ pub fn dump(
         altstack,
         comm,
         pending,
+        attrs: crate::attrs::dump_thread(host_tid)?,
     })
 }
 
@@ -173,7 +177,8 @@ fn abort_rseq_cs(mem: &crate::ptrace::Mem, c: &RseqConfig, regs: &mut Regs) -> R
 }
 
 /// Per-thread state only the thread itself can set: clear_child_tid, rseq,
-/// sigaltstack, comm, its pending signals. Runs by injection in that thread.
+/// robust futex list, sigaltstack, comm, its pending signals. Runs by
+/// injection in that thread.
 pub fn restore_in_thread(
     inj: &mut Injector,
     scratch: &Scratch,
@@ -185,6 +190,7 @@ pub fn restore_in_thread(
         libc::SYS_set_tid_address,
         &[t.clear_child_tid],
     )?;
+    crate::attrs::restore_in_thread(inj, &t.attrs)?;
     if let Some(c) = &t.rseq {
         inj.syscall(
             "rseq(register)",

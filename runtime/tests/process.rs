@@ -389,6 +389,14 @@ fn zombies_come_back_unreaped_with_their_status() {
     assert_continuous(&out);
 }
 
+/// Child subreaper, THP disable, timer slack, dumpable, nice, SCHED_BATCH,
+/// I/O priority, oom_score_adj, the robust futex list and a child's
+/// parent-death signal: the workload checks each on every tick.
+#[test]
+fn attrs_per_task_attributes() {
+    dump_kill_restore("attrs", "attrs", &["{dir}/out", "10"], "out", 2);
+}
+
 #[test]
 fn memcheck_memory_intact() {
     dump_kill_restore("memcheck", "memcheck", &["16", "{dir}/out", "10"], "out", 1);
