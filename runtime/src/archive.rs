@@ -481,7 +481,9 @@ fn moved_to_top(entry: &str) -> bool {
     entry
         .strip_prefix(IMAGE_DIR)
         .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(|name| name == ROOTFS_DIFF || name == DELETED_FILES)
+        .is_some_and(|name| {
+            name == ROOTFS_DIFF || name == DELETED_FILES || name == crate::rootfs_diff::MANIFEST
+        })
 }
 
 /// Pass 3: config.dump's list of the planned entries, with their sizes and

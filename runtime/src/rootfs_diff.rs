@@ -75,12 +75,79 @@ pub fn capture_into_image(rootfs: &Path, since: SystemTime, image: &Path) -> Res
     private_file(&list)
         .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
         .map_err(|e| RuntimeError::io(&list, e))?;
+    write_manifest(image)?;
     Ok(Captured {
         diff,
         entries,
         deleted,
         base,
     })
+}
+
+/// File in an image directory with the SHA-256 of its rootfs-diff.tar and
+/// deleted.files (written after the inventory, so not in it).
+pub const MANIFEST: &str = "rootfs.sha256";
+
+fn file_digest(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = godwit_checkpoint::digest::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn write_manifest(image: &Path) -> Result<()> {
+    let mut sums = std::collections::BTreeMap::new();
+    for name in [ROOTFS_DIFF, DELETED_FILES] {
+        let p = image.join(name);
+        sums.insert(name, file_digest(&p).map_err(|e| RuntimeError::io(&p, e))?);
+    }
+    let path = image.join(MANIFEST);
+    let bytes = serde_json::to_vec(&sums).map_err(|e| RuntimeError::io(&path, e.into()))?;
+    private_file(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .map_err(|e| RuntimeError::io(&path, e))
+}
+
+/// An image directory's rootfs-diff.tar and deleted.files against their
+/// manifest (an image written before the manifest: a warning).
+pub fn verify_manifest(image: &Path) -> Result<()> {
+    let path = image.join(MANIFEST);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if image.join(ROOTFS_DIFF).exists() {
+                tracing::warn!(image = %image.display(), "no {MANIFEST}: the rootfs diff cannot be checked (an image from an older godwit)");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(RuntimeError::io(&path, e)),
+    };
+    let sums: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&text).map_err(|e| RuntimeError::Bundle {
+            path: path.clone(),
+            reason: format!("not a digest list: {e}"),
+        })?;
+    for name in [ROOTFS_DIFF, DELETED_FILES] {
+        let p = image.join(name);
+        let want = sums.get(name).cloned().unwrap_or_default();
+        let got = file_digest(&p).map_err(|e| RuntimeError::io(&p, e))?;
+        if got != want {
+            return Err(RuntimeError::Bundle {
+                path: p,
+                reason: format!(
+                    "SHA-256 {got}, {MANIFEST} says {want:?}: the image is corrupt or was modified; nothing was applied"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The deletions recorded in an image directory (none if it has no list).
@@ -264,6 +331,7 @@ pub fn capture(rootfs: &Path, since: SystemTime, out: &Path) -> Result<usize> {
 /// `unpack_in` refuses entries that would land outside `rootfs` (`..`,
 /// absolute paths, writes through symlinks leaving it).
 pub fn apply(diff: &Path, rootfs: &Path) -> Result<usize> {
+    check_diff(diff)?;
     let file = std::fs::File::open(diff).map_err(|e| RuntimeError::io(diff, e))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     archive.set_preserve_permissions(true);
@@ -295,6 +363,81 @@ pub fn apply(diff: &Path, rootfs: &Path) -> Result<usize> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Why a rootfs diff entry is refused, if it is: only what [`capture`]
+/// writes — regular files, directories, symlinks and FIFOs at relative paths
+/// without `..`, and hard links to such paths — never a device node, an
+/// absolute path, or a hard link to a host path.
+pub fn diff_entry_refusal(
+    path: &Path,
+    kind: tar::EntryType,
+    link: Option<&Path>,
+) -> Option<String> {
+    use std::path::Component;
+    let relative_inside = |p: &Path| {
+        p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            && p.components().any(|c| matches!(c, Component::Normal(_)))
+    };
+    if !relative_inside(path) {
+        return Some("its path is absolute, empty or has a `..` component".into());
+    }
+    use tar::EntryType as T;
+    match kind {
+        T::Regular | T::Directory | T::Symlink | T::Fifo | T::GNUSparse => None,
+        T::Link => match link {
+            Some(l) if relative_inside(l) => None,
+            Some(l) => Some(format!(
+                "it is a hard link to {}, which is not a path inside the rootfs",
+                l.display()
+            )),
+            None => Some("it is a hard link without a target".into()),
+        },
+        T::Char | T::Block => Some("it is a device node".into()),
+        other => Some(format!(
+            "entry type {:?} is never in a diff",
+            other.as_byte() as char
+        )),
+    }
+}
+
+/// Every entry of the diff against [`diff_entry_refusal`], before any is
+/// unpacked.
+fn check_diff(diff: &Path) -> Result<()> {
+    let file = std::fs::File::open(diff).map_err(|e| RuntimeError::io(diff, e))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    // Symlinks the diff makes: nothing of it may be written through one.
+    let mut symlinks: std::collections::HashSet<PathBuf> = Default::default();
+    for entry in archive.entries().map_err(|e| RuntimeError::io(diff, e))? {
+        let entry = entry.map_err(|e| RuntimeError::io(diff, e))?;
+        let path = entry.path().map_err(|e| RuntimeError::io(diff, e))?;
+        let link = entry.link_name().map_err(|e| RuntimeError::io(diff, e))?;
+        let kind = entry.header().entry_type();
+        let through = path
+            .ancestors()
+            .skip(1)
+            .find(|a| symlinks.contains(*a))
+            .map(|a| {
+                format!(
+                    "it is written through {}, a symlink the diff made",
+                    a.display()
+                )
+            });
+        if kind == tar::EntryType::Symlink {
+            symlinks.insert(path.to_path_buf());
+        }
+        if let Some(why) = through.or_else(|| diff_entry_refusal(&path, kind, link.as_deref())) {
+            return Err(RuntimeError::Bundle {
+                path: diff.to_path_buf(),
+                reason: format!(
+                    "rootfs diff entry {:?} refused: {why}; godwit never writes such an entry, so the image was altered; nothing was applied",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A FIFO as a tar entry named `rel`. Written by hand: tar 0.4's
@@ -542,6 +685,26 @@ mod tests {
         assert!(!rootfs.join("etc/dir").exists());
         assert!(outside.join("victim").exists());
         assert!(rootfs.join("etc").is_dir());
+    }
+
+    #[test]
+    fn diff_entries_stay_relative_and_link_inside() {
+        use tar::EntryType as T;
+        let p = Path::new;
+        assert_eq!(diff_entry_refusal(p("etc/motd"), T::Regular, None), None);
+        assert_eq!(
+            diff_entry_refusal(p("etc/x"), T::Symlink, Some(p("/etc/shadow"))),
+            None
+        );
+        assert_eq!(
+            diff_entry_refusal(p("etc/y"), T::Link, Some(p("etc/motd"))),
+            None
+        );
+        assert!(diff_entry_refusal(p("etc/y"), T::Link, Some(p("/etc/shadow"))).is_some());
+        assert!(diff_entry_refusal(p("etc/y"), T::Link, Some(p("../../etc/shadow"))).is_some());
+        assert!(diff_entry_refusal(p("../escape"), T::Regular, None).is_some());
+        assert!(diff_entry_refusal(p("/etc/passwd"), T::Regular, None).is_some());
+        assert!(diff_entry_refusal(p("dev/sda"), T::Block, None).is_some());
     }
 
     #[test]

@@ -112,24 +112,141 @@ pub fn capture(pid: i32, dests: &[PathBuf]) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes a [`capture`]d tar into the tmpfs mounts of the stub `pid`.
-pub fn restore(pid: i32, tar_bytes: Vec<u8>) -> Result<()> {
+/// Where a tmpfs.tar entry (or a hard link's target) `path` may go: a
+/// relative path without `.`/`..`, strictly below one of the `mounts`
+/// (destinations of the spec's tmpfs mounts). The mount it falls in, or why not.
+pub fn entry_mount<'m>(
+    path: &std::path::Path,
+    mounts: &'m [PathBuf],
+) -> std::result::Result<&'m PathBuf, String> {
+    use std::path::Component;
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => parts.push(n),
+            Component::CurDir => {}
+            Component::RootDir => return Err("it is an absolute path".into()),
+            _ => return Err("it has a `..` component".into()),
+        }
+    }
+    mounts
+        .iter()
+        .filter(|m| {
+            let m: Vec<_> = m
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            parts.len() >= m.len() && parts[..m.len()] == m[..]
+        })
+        .max_by_key(|m| m.components().count())
+        .ok_or_else(|| {
+            format!(
+                "it is not inside one of the spec's tmpfs mounts ({})",
+                mounts
+                    .iter()
+                    .map(|m| m.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Writes a [`capture`]d tar into the tmpfs mounts `mounts` (the spec's, see
+/// [`scratch_mounts`]) of the stub `pid`. Every entry must lie inside one of
+/// them, also after the symlinks already there are followed: an entry aimed
+/// elsewhere (the rootfs, which is the bundle's on the host) is refused and
+/// nothing more is written.
+pub fn restore(pid: i32, tar_bytes: Vec<u8>, mounts: &[PathBuf]) -> Result<()> {
+    let mounts = mounts.to_vec();
     in_mount_ns(pid, "writing tmpfs contents", move || {
+        let refuse = |name: &std::path::Path, why: String| {
+            std::io::Error::other(format!(
+                "tmpfs.tar entry {:?} refused: {why}; the image was altered",
+                name
+            ))
+        };
         let mut archive = tar::Archive::new(std::io::Cursor::new(tar_bytes));
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
-        // unpack_in refuses entries that would land outside "/" of this
-        // (the container's) namespace: `..`, absolute paths.
         for entry in archive.entries()? {
             let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            let mount = entry_mount(&path, &mounts).map_err(|why| refuse(&path, why))?;
+            use tar::EntryType as T;
+            match entry.header().entry_type() {
+                T::Regular | T::Directory | T::Symlink | T::Fifo | T::GNUSparse => {}
+                T::Link => {
+                    let target = entry
+                        .link_name()?
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default();
+                    entry_mount(&target, &mounts)
+                        .map_err(|why| refuse(&path, format!("its hard link target: {why}")))?;
+                }
+                other => {
+                    return Err(refuse(
+                        &path,
+                        format!(
+                            "entry type {:?} is never in tmpfs.tar",
+                            other.as_byte() as char
+                        ),
+                    ))
+                }
+            }
+            // The directory it lands in, symlinks followed, is still below the
+            // mount (a symlink the tar made earlier could point elsewhere).
+            let abs_mount = std::path::Path::new("/").join(mount);
+            let real_mount = std::fs::canonicalize(&abs_mount)?;
+            let below = path.components().count() > mount.components().count() - 1;
+            let parent = std::path::Path::new("/").join(&path);
+            let parent = parent.parent().filter(|_| below);
+            if let Some(parent) = parent {
+                if let Ok(real) = std::fs::canonicalize(parent) {
+                    if !real.starts_with(&real_mount) {
+                        return Err(refuse(
+                            &path,
+                            format!(
+                                "its directory resolves to {}, outside the tmpfs mount {}",
+                                real.display(),
+                                abs_mount.display()
+                            ),
+                        ));
+                    }
+                }
+            }
             if !entry.unpack_in("/")? {
-                return Err(std::io::Error::other(format!(
-                    "tmpfs entry {:?} points outside the container",
-                    entry.path().unwrap_or_default()
-                )));
+                return Err(refuse(&path, "it points outside the container".into()));
             }
         }
         Ok(Vec::new())
     })
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn entries_go_only_into_the_tmpfs_mounts() {
+        let mounts = vec![PathBuf::from("/scratch"), PathBuf::from("/var/tmp")];
+        assert!(entry_mount(Path::new("scratch/a"), &mounts).is_ok());
+        assert!(entry_mount(Path::new("scratch"), &mounts).is_ok());
+        assert!(entry_mount(Path::new("var/tmp/x/y"), &mounts).is_ok());
+        for bad in [
+            "bin/sh",
+            "scratchy/a",
+            "var/x",
+            "/scratch/a",
+            "scratch/../bin/sh",
+            "",
+        ] {
+            assert!(entry_mount(Path::new(bad), &mounts).is_err(), "{bad}");
+        }
+        assert!(entry_mount(Path::new("scratch/a"), &[]).is_err());
+    }
 }

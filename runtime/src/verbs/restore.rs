@@ -538,6 +538,15 @@ fn restore_image(
     let (console_path, own_console) = console_for(root, args, &spec)?;
 
     if let BundleSource::Given(_) = &source {
+        // An image directory (not an archive, verified whole at import) is
+        // checked whole before its diff touches the bundle's rootfs.
+        if matches!(args.source, RestoreSource::Image(_)) {
+            reader.verify_all().map_err(|e| RuntimeError::Restore {
+                id: id.to_string(),
+                source: Box::new(e),
+            })?;
+            crate::rootfs_diff::verify_manifest(image)?;
+        }
         if let Some(diff) = &changes.diff {
             let n = crate::rootfs_diff::apply(diff, &rootfs)?;
             tracing::info!(id, entries = n, rootfs = %rootfs.display(), "applied rootfs changes");
@@ -720,7 +729,9 @@ fn rebuild(
     // which may hold files there open, are rebuilt.
     let tmpfs = image.join(crate::tmpfs::TMPFS_DUMP);
     match std::fs::read(&tmpfs) {
-        Ok(bytes) => crate::tmpfs::restore(pid.as_raw(), bytes)?,
+        Ok(bytes) => {
+            crate::tmpfs::restore(pid.as_raw(), bytes, &crate::tmpfs::scratch_mounts(spec))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(RuntimeError::io(&tmpfs, e)),
     }
