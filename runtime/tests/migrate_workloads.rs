@@ -7,14 +7,11 @@
 
 mod common;
 
-#[path = "../../checkpoint/tests/common/mod.rs"]
-mod workload_checks;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use workload_checks::{assert_consecutive, assert_ticks, lines, ping};
+use godwit_test_support::{assert_consecutive, assert_ticks, lines, ping};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -256,7 +253,7 @@ fn sigcheck() {
     let w = Workload::new(&["sigcheck", "/tmp/out"], "/tmp/out").lines(5, 120);
     let m = migrate(&w, "mw-sigcheck");
     let mask =
-        |k: &str| u64::from_str_radix(&workload_checks::status_field(m.pid(), k), 16).unwrap();
+        |k: &str| u64::from_str_radix(&godwit_test_support::status_field(m.pid(), k), 16).unwrap();
     assert_ne!(
         mask("SigPnd") & (1 << (libc::SIGUSR2 - 1)),
         0,
@@ -343,7 +340,7 @@ fn sockcheck() {
         .on_a(|pid| assert_eq!(ping(pid, 7300, 1), "pong 1\n"));
     let m = migrate(&w, "mw-sockcheck");
     // The namespace's lo state does not travel yet (README): bring it up.
-    workload_checks::in_netns(m.pid(), workload_checks::loopback_up);
+    godwit_test_support::in_netns(m.pid(), godwit_test_support::loopback_up);
     assert_eq!(ping(m.pid(), 7300, 2), "pong 2\n");
     assert_eq!(ping(m.pid(), 7300, 3), "pong 3\n");
     let report = w.report(&m.bundle_b);
@@ -361,12 +358,15 @@ fn sockcheck() {
 fn seccheck() {
     let w = Workload::new(&["seccheck", "/tmp/out"], "/tmp/out");
     let m = migrate(&w, "mw-seccheck");
-    assert_eq!(workload_checks::status_field(m.pid(), "Seccomp"), "2");
+    assert_eq!(godwit_test_support::status_field(m.pid(), "Seccomp"), "2");
     assert_eq!(
-        workload_checks::status_field(m.pid(), "Seccomp_filters"),
+        godwit_test_support::status_field(m.pid(), "Seccomp_filters"),
         "1"
     );
-    assert_eq!(workload_checks::status_field(m.pid(), "NoNewPrivs"), "1");
+    assert_eq!(
+        godwit_test_support::status_field(m.pid(), "NoNewPrivs"),
+        "1"
+    );
 }
 
 #[test]
