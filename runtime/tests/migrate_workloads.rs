@@ -278,6 +278,25 @@ fn pipetree() {
     assert_eq!(ps_pids(&m).len(), 3, "parent, child and grandchild");
 }
 
+/// A container whose init has unreaped children (as a daemonizing server
+/// leaves them): one exited 7, one a group leader killed by SIGTERM whose
+/// group a live child is still in. They move as zombies, and the init's
+/// wait() on B returns their statuses.
+#[test]
+fn zombies() {
+    let w = Workload::new(&["zombies", "/tmp/out"], "/tmp/out")
+        .check(|l| assert_numbered(l, 1))
+        .lines(10, 30);
+    // Every "ok" on B is the init seeing A and B as zombies and C in B's group.
+    let m = migrate(&w, "mw-zombies");
+    let report = m.bundle_b.rootfs().join("tmp/out");
+    std::fs::write(m.bundle_b.rootfs().join("tmp/out.reap"), b"").unwrap();
+    let reaped = wait_for("the init reaps its zombies on B", T, || {
+        lines(&report).into_iter().find(|l| l.contains("reaped"))
+    });
+    assert!(reaped.ends_with("reaped a=exit:7 b=signal:15"), "{reaped}");
+}
+
 #[test]
 fn shmtree() {
     let w = Workload::new(&["shmtree", "/tmp/out"], "/tmp/out").lines(25, 60);
