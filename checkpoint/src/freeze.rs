@@ -97,7 +97,14 @@ impl Frozen {
         };
         let freezer = Freezer::at(cgroup)?;
         let thaw = freezer.frozen()?;
-        for &pid in &leaders_only(pids)? {
+        // The caller listed the processes before the freeze: a short-lived
+        // child (a shell's `sleep`) may have exited, or a new one been
+        // forked, since. Frozen, the cgroup's membership holds still.
+        let members = cgroup_members(cgroup)
+            .ok()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| pids.to_vec());
+        for &pid in &leaders_only(&members)? {
             refuse_zombie(pid)?;
             let mut tids = Vec::new();
             for tid in proc::tasks(pid)? {
@@ -227,6 +234,27 @@ impl Drop for Frozen {
 
 /// The processes among `ids`: a caller may pass thread ids too (e.g. from
 /// cgroup.threads); those are covered by their thread group. Order kept.
+/// The processes of `cgroup` and its descendants (what its freezer holds),
+/// sorted.
+fn cgroup_members(cgroup: &Path) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![cgroup.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let procs = dir.join("cgroup.procs");
+        let text = std::fs::read_to_string(&procs).map_err(|e| Error::io(&procs, e))?;
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for ent in entries.flatten() {
+            if ent.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                dirs.push(ent.path());
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 fn leaders_only(ids: &[i32]) -> Result<Vec<i32>> {
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bundle;
 pub mod cli;
 pub mod console;
+pub mod criu_compat;
 pub mod dump_guard;
 pub mod error;
 pub mod executor;

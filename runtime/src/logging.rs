@@ -81,7 +81,8 @@ impl<S: Subscriber> Layer<S> for RuncLogLayer {
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        // logrus's default: RFC 3339 to the second, as runc writes it.
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let level = level_name(event.metadata().level());
         let line = match self.format {
             LogFormat::Json => {

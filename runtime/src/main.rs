@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 
 use godwit_runtime::cli::{Cli, Command, ListFormat};
@@ -101,8 +100,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Process(cmd) => return Ok(verbs::process::process(cmd)?),
         _ => {}
     }
-    let root = StateRoot::open(&global.root)
-        .with_context(|| format!("open state root {}", global.root.display()))?;
+    // Its errors name the root (and, when denied, its owner and the fix).
+    let root = StateRoot::open(&global.root)?;
     match &cli.command {
         Command::Create(args) => {
             verbs::create::create(

@@ -21,8 +21,9 @@ impl StateRoot {
             .recursive(true)
             .mode(0o700)
             .create(root)
-            .map_err(|e| RuntimeError::io(root, e))?;
-        let root = std::fs::canonicalize(root).map_err(|e| RuntimeError::io(root, e))?;
+            .map_err(|e| RuntimeError::state_root(root, root, e))?;
+        let root =
+            std::fs::canonicalize(root).map_err(|e| RuntimeError::state_root(root, root, e))?;
         Ok(StateRoot { root })
     }
 
@@ -41,7 +42,12 @@ impl StateRoot {
     pub fn load(&self, id: &str) -> Result<Container> {
         validate_id(id)?;
         let dir = self.container_dir(id);
-        if !dir.join("state.json").exists() {
+        let state = dir.join("state.json");
+        // A root the caller may not read is not an empty one (runc: "permission denied").
+        let exists = state
+            .try_exists()
+            .map_err(|e| RuntimeError::state_root(&self.root, &state, e))?;
+        if !exists {
             return Err(RuntimeError::NotFound {
                 id: id.to_string(),
                 root: self.root.clone(),
@@ -59,7 +65,8 @@ impl StateRoot {
     /// Ids of every container in the root, sorted.
     pub fn ids(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
-        let entries = std::fs::read_dir(&self.root).map_err(|e| RuntimeError::io(&self.root, e))?;
+        let entries = std::fs::read_dir(&self.root)
+            .map_err(|e| RuntimeError::state_root(&self.root, &self.root, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| RuntimeError::io(&self.root, e))?;
             if entry.path().join("state.json").exists() {

@@ -553,3 +553,175 @@ fn help_lists_every_flag_with_a_description() {
         }
     }
 }
+
+/// Runs the godwit binary as uid/gid 65534 (nobody), without capabilities.
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::godwit_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux) to run godwit as nobody")
+}
+
+#[test]
+fn non_root_caller_of_an_unreadable_state_root_is_told_so() {
+    let g = Godwit::new();
+    let (_bundle, id) = sleeper(&g, "rp-denied");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(g.root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = s(g.root.path());
+    // The root is root's, mode 0700 (as godwit creates /run/godwit and runc
+    // /run/runc): nobody may not look in it. runc says
+    // "permission denied"; "does not exist" would send them looking elsewhere.
+    for args in [
+        vec!["--root", root, "state", id.as_str()],
+        vec!["--root", root, "list"],
+        vec!["--root", root, "kill", id.as_str(), "KILL"],
+    ] {
+        let out = as_nobody(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "state root {root}: permission denied for uid 65534"
+            )) && err.contains("which belongs to uid 0")
+                && err.contains("pass --root"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("does not exist"), "{err}");
+    }
+    // A root nobody cannot even create names the same cause.
+    let missing = g.root.path().join("sub/root");
+    let out = as_nobody(&["--root", s(&missing), "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied for uid 65534"), "{err}");
+    // The container was not touched.
+    assert_eq!(g.status(&id), "running");
+}
+
+/// Errors from inside container setup name the field or path, the cause
+/// (with its errno) and the fix.
+#[test]
+fn errors_name_the_cause_and_the_fix() {
+    let g = Godwit::new();
+    let fails = |bundle: &Bundle, name: &str, wrap: Option<&[&str]>| -> String {
+        let id = g.id(name);
+        let args = ["run", "--bundle", s(bundle.path()), id.as_str()];
+        let out = match wrap {
+            Some(prefix) => Command::new(prefix[0])
+                .args(&prefix[1..])
+                .arg(common::godwit_bin())
+                .arg("--root")
+                .arg(g.root.path())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+            None => g.run(&args),
+        };
+        assert_eq!(out.status.code(), Some(1), "{name} should fail");
+        assert!(!g.state_dir(&id).exists(), "{name} left its state");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // An rlimit above what the kernel allows: field, values, errno, fix.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|c| {
+        c["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": nr_open + 1}]);
+    });
+    let err = fails(&bundle, "rp-rlimit", None);
+    assert!(
+        err.contains("process.rlimits")
+            && err.contains(&format!("hard {}", nr_open + 1))
+            && err.contains("EPERM")
+            && err.contains("lower it"),
+        "{err}"
+    );
+
+    // oom_score_adj below the caller's without CAP_SYS_RESOURCE.
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|c| c["process"]["oomScoreAdj"] = serde_json::json!(-1000));
+    let no_resource: &[&str] = &[
+        "setpriv",
+        "--bounding-set=-sys_resource",
+        "--inh-caps=-sys_resource",
+        "--",
+    ];
+    let err = fails(&bundle, "rp-oom", Some(no_resource));
+    assert!(
+        err.contains("process.oomScoreAdj -1000")
+            && err.contains("Permission denied (os error 13)")
+            && err.contains("CAP_SYS_RESOURCE")
+            && err.contains("raise process.oomScoreAdj"),
+        "{err}"
+    );
+
+    // A bind mount whose source is missing: the mount, the source, the errno.
+    let missing = g.root.path().join("no-such-source");
+    let bundle = Bundle::new(&["true"]);
+    bundle.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/mnt", "type": "bind", "source": s(&missing), "options": ["bind"]
+        }))
+    });
+    let err = fails(&bundle, "rp-bindsrc", None);
+    assert!(
+        err.contains(&format!("mount /mnt: bind source {}", missing.display()))
+            && err.contains("No such file or directory (os error 2)")
+            && err.contains("create it or fix the mount's source"),
+        "{err}"
+    );
+
+    // /proc in the rootfs is a symlink.
+    let bundle = Bundle::new(&["true"]);
+    let proc_dir = bundle.rootfs().join("proc");
+    std::fs::remove_dir(&proc_dir).unwrap();
+    std::os::unix::fs::symlink("/etc", &proc_dir).unwrap();
+    let err = fails(&bundle, "rp-procsym", None);
+    assert!(
+        err.contains(&format!("{} is a symlink", proc_dir.display()))
+            && err.contains("make it a directory in the rootfs"),
+        "{err}"
+    );
+
+    // restore from a missing image directory: said once, with the fix.
+    let bundle = Bundle::new(&["true"]);
+    let image = g.root.path().join("no-such-image");
+    let id = g.id("rp-noimage");
+    let err = g.fails(&[
+        "restore",
+        "--image-path",
+        s(&image),
+        "--bundle",
+        s(bundle.path()),
+        &id,
+    ]);
+    assert!(
+        err.contains(&format!(
+            "--image-path \\\"{}\\\": no such directory",
+            image.display()
+        )) && err.contains("give the directory `godwit checkpoint --image-path` wrote"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "errno printed: {err}");
+}
+
+#[test]
+fn log_times_are_rfc3339_seconds_as_logrus() {
+    let g = Godwit::new();
+    let out = g.run(&["--log-format", "json", "state", "rp-no-such-container"]);
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).trim()).expect("JSON line");
+    let time = line["time"].as_str().unwrap();
+    // 2006-01-02T15:04:05Z: no fraction, as runc's logrus writes it.
+    assert_eq!(time.len(), 20, "{time}");
+    assert!(time.ends_with('Z') && !time.contains('.'), "{time}");
+}

@@ -120,6 +120,16 @@ pub fn checkpoint(
     if temp_image {
         let _ = std::fs::remove_dir_all(image);
     }
+    // podman reads the statistics from its work path (--print-stats) and
+    // puts them in its archive (--export).
+    if let Some(work) = &args.work_path {
+        let bytes = crate::criu_compat::stats_dump_bytes(&stats);
+        if let Err(e) =
+            crate::criu_compat::write_stats(work, crate::criu_compat::STATS_DUMP, &bytes)
+        {
+            tracing::warn!(id, "checkpointed, but the statistics were not written: {e}");
+        }
+    }
     tracing::info!(id, image = %image.display(), processes = stats.processes, "checkpointed");
     Ok(stats)
 }
@@ -199,16 +209,9 @@ fn prepare_image_dir(image: &std::path::Path, temp_image: bool) -> Result<bool> 
         let _ = std::fs::remove_dir_all(image);
     }
     let existed = image.exists();
-    if existed
-        && std::fs::read_dir(image)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        return Err(RuntimeError::Bundle {
-            path: image.to_path_buf(),
-            reason: "the image directory is not empty; choose another --image-path".into(),
-        });
-    }
+    // An earlier checkpoint there is replaced (podman checkpoints into the
+    // same directory again after --leave-running); anything else is refused.
+    crate::criu_compat::prepare_image_dir(image)?;
     Ok(!existed)
 }
 
@@ -311,6 +314,8 @@ fn write_rest(
     stats: &godwit_checkpoint::DumpStats,
     sign_key: Option<&ed25519_dalek::SigningKey>,
 ) -> Result<()> {
+    // The image is complete: the marker podman looks for goes beside it.
+    crate::criu_compat::write_marker(image)?;
     let captured = capture_rootfs(&target.container, &target.spec, image)?;
     match export_to {
         Some(file) => export(

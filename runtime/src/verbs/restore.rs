@@ -611,9 +611,21 @@ fn restore_image(
         net_state.as_ref(),
     );
     drop(cleanup_bundle);
-    if let Err(e) = restored {
-        let _ = crate::verbs::delete::delete_container(&mut container, id, true);
-        return Err(e);
+    let stats = match restored {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = crate::verbs::delete::delete_container(&mut container, id, true);
+            return Err(e);
+        }
+    };
+    // podman reads the statistics from its work path (--print-stats).
+    if let Some(work) = &args.work_path {
+        let bytes = crate::criu_compat::stats_restore_bytes(&stats);
+        if let Err(e) =
+            crate::criu_compat::write_stats(work, crate::criu_compat::STATS_RESTORE, &bytes)
+        {
+            tracing::warn!(id, "restored, but the statistics were not written: {e}");
+        }
     }
     // From here the container owns a recreated bundle (delete removes it).
     let record = crate::restored::Record {
@@ -714,7 +726,7 @@ fn rebuild(
     spec: &Spec,
     rootfs: &Path,
     net_state: Option<&crate::netns_state::NetState>,
-) -> Result<()> {
+) -> Result<godwit_checkpoint::RestoreStats> {
     container
         .start()
         .map_err(|e| RuntimeError::lc("start the restore stub of", id, e))?;
@@ -772,7 +784,8 @@ fn rebuild(
         // Right after: the workload may reconnect or re-read its environment.
         crate::notify::send(pid.as_raw(), signal)?;
     }
-    crate::store::record_spec(container, &recorded)
+    crate::store::record_spec(container, &recorded)?;
+    Ok(stats)
 }
 
 /// Removes a directory when dropped.
