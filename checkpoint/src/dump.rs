@@ -57,6 +57,9 @@ pub struct DumpOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpStats {
     pub processes: usize,
+    /// Unreaped children recorded (not counted in `processes`).
+    #[serde(default)]
+    pub zombies: usize,
     pub threads: usize,
     pub pages_written: u64,
     pub freeze_us: u64,
@@ -202,6 +205,9 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
 pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -> Result<Held> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
+    // Zombies are not frozen (nothing runs there): they are found again as
+    // children of the frozen processes and recorded as such.
+    let pids = &crate::zombie::live_only(pids)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
     // Job-control stops are seen before our own ptrace stops hide them.
@@ -220,6 +226,14 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
     let t_frozen = Instant::now();
 
     let (tree, root) = read_tree(&frozen, pids)?;
+    let zombies = {
+        let parents: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+        crate::zombie::children_of(&parents)?
+            .into_iter()
+            .map(crate::zombie::dump)
+            .collect::<Result<Vec<_>>>()?
+    };
+    stats.zombies = zombies.len();
     let vdso = memory::vdso_fingerprint(root, &proc::parse_maps(root)?)?;
     let external = if opts.external_stdio {
         let all: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
@@ -284,7 +298,7 @@ pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -
             )?);
         }
     }
-    write_inventory(sink, opts, vdso, entries, extras)?;
+    write_inventory(sink, opts, vdso, entries, zombies, extras)?;
     stats.frozen_us = us(t_frozen);
     let connections = tcp_connections(dumped.iter().map(|(pid, img, _, _)| (*pid, img)));
     Ok(Held {
@@ -374,6 +388,7 @@ fn write_inventory(
     opts: &DumpOptions,
     vdso: Option<crate::image::VdsoFingerprint>,
     processes: Vec<ProcessEntry>,
+    zombies: Vec<crate::zombie::ZombieEntry>,
     extras: Vec<crate::image::FileRef>,
 ) -> Result<()> {
     let root_ns = processes
@@ -397,6 +412,7 @@ fn write_inventory(
         clocks: clocks(),
         root_pid: root_ns,
         processes,
+        zombies,
         extras,
     };
     for (name, bytes) in &opts.extra_files {

@@ -17,7 +17,8 @@ pub const FORMAT_MAJOR: u32 = 2;
 /// The oldest major version this build still reads (format 1: memfd
 /// contents as hex inside the process record).
 pub const OLDEST_MAJOR: u32 = 1;
-pub const FORMAT_MINOR: u32 = 0;
+/// 2.1: `zombies` in the inventory (a 2.0 reader would drop them).
+pub const FORMAT_MINOR: u32 = 1;
 pub const INVENTORY: &str = "inventory.json";
 pub const ARCH: &str = "x86_64";
 
@@ -99,6 +100,9 @@ pub struct Inventory {
     pub clocks: Clocks,
     pub root_pid: i32,
     pub processes: Vec<ProcessEntry>,
+    /// Unreaped children of the processes (format 1.1).
+    #[serde(default)]
+    pub zombies: Vec<crate::zombie::ZombieEntry>,
     /// The caller's files (spec.dump, timens.dump, tmpfs.tar ...), each
     /// with its digest.
     #[serde(default)]

@@ -64,6 +64,7 @@ mod task;
 mod threads;
 mod timerfd;
 mod timers;
+mod zombie;
 
 pub use dump::{dump, dump_and_hold, dump_and_hold_to, DumpOptions, DumpStats, Held, ProcessImage};
 pub use error::{Error, Result};

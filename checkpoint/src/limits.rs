@@ -161,6 +161,7 @@ pub fn check_inventory(file: &Path, inv: &Inventory) -> Result<Vec<usize>> {
         }
         k += 1;
     }
+    check_zombies(file, inv, &pids, &tids)?;
     if order.len() != inv.processes.len() {
         let lost: Vec<i32> = (0..inv.processes.len())
             .filter(|i| !seen.contains(i))
@@ -174,6 +175,67 @@ pub fn check_inventory(file: &Path, inv: &Inventory) -> Result<Vec<usize>> {
         ));
     }
     Ok(order)
+}
+
+/// The zombies: bounded in number, pids in range and taken by nothing else,
+/// each the child of a live process of the image, with a wait status a
+/// process can end with.
+fn check_zombies(
+    file: &Path,
+    inv: &Inventory,
+    pids: &HashMap<i32, usize>,
+    tids: &HashSet<i32>,
+) -> Result<()> {
+    if inv.zombies.len() > MAX_PROCESSES {
+        return Err(field(
+            file,
+            format!(
+                "field zombies: {} entries, more than {MAX_PROCESSES}",
+                inv.zombies.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, z) in inv.zombies.iter().enumerate() {
+        check_pid(file, &format!("zombies[{i}].pid"), z.pid, false)?;
+        check_pid(file, &format!("zombies[{i}].ppid"), z.ppid, false)?;
+        check_pid(file, &format!("zombies[{i}].pgid"), z.pgid, false)?;
+        check_pid(file, &format!("zombies[{i}].sid"), z.sid, false)?;
+        if tids.contains(&z.pid) || !seen.insert(z.pid) {
+            return Err(field(
+                file,
+                format!("field zombies[{i}].pid: pid {} appears twice", z.pid),
+            ));
+        }
+        if !pids.contains_key(&z.ppid) {
+            return Err(field(
+                file,
+                format!(
+                    "field zombies[{i}].ppid: parent {} of zombie {} is not a process of the image",
+                    z.ppid, z.pid
+                ),
+            ));
+        }
+        if crate::zombie::ending(z.exit_status).is_none() {
+            return Err(field(
+                file,
+                format!(
+                    "field zombies[{i}].exit_status: {:#x} is not a status a process ends with",
+                    z.exit_status
+                ),
+            ));
+        }
+        if !(0..=64).contains(&z.exit_signal) {
+            return Err(field(
+                file,
+                format!(
+                    "field zombies[{i}].exit_signal: {} is not a signal",
+                    z.exit_signal
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A file reference's length against a bound, before the file is read.
@@ -333,8 +395,46 @@ mod tests {
             clocks: Clocks::default(),
             root_pid: root,
             processes: procs,
+            zombies: Vec::new(),
             extras: Vec::new(),
         }
+    }
+
+    fn zombie(pid: i32, ppid: i32, status: i32) -> crate::zombie::ZombieEntry {
+        crate::zombie::ZombieEntry {
+            pid,
+            ppid,
+            pgid: ppid,
+            sid: ppid,
+            exit_status: status,
+            exit_signal: libc::SIGCHLD,
+        }
+    }
+
+    #[test]
+    fn zombies_are_children_of_live_processes_with_real_statuses() {
+        let mut five = entry(5, 1);
+        five.tids = vec![5, 6];
+        let mut i = inv(1, vec![entry(1, 0), five]);
+        i.zombies = vec![zombie(9, 5, 7 << 8), zombie(10, 1, libc::SIGTERM)];
+        assert_eq!(
+            check_inventory(Path::new("inventory.json"), &i).expect("valid"),
+            vec![0, 1]
+        );
+        i.zombies = vec![zombie(9, 77, 0)];
+        assert!(
+            err(&i).contains("zombies[0].ppid: parent 77"),
+            "{}",
+            err(&i)
+        );
+        i.zombies = vec![zombie(6, 1, 0)];
+        assert!(err(&i).contains("zombies[0].pid: pid 6 appears twice"));
+        i.zombies = vec![zombie(9, 1, 0), zombie(9, 1, 0)];
+        assert!(err(&i).contains("zombies[1].pid: pid 9 appears twice"));
+        i.zombies = vec![zombie(9, 1, 0x137f)];
+        assert!(err(&i).contains("zombies[0].exit_status"));
+        i.zombies = vec![zombie(0, 1, 0)];
+        assert!(err(&i).contains("zombies[0].pid: 0 is not a pid"));
     }
 
     fn err(i: &Inventory) -> String {

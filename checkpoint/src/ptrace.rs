@@ -618,17 +618,7 @@ impl Injector {
 
     /// Runs one syscall; returns the raw result (negative errno on failure).
     pub fn raw_syscall(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
-        let mut r = self.saved;
-        let a = |i: usize| args.get(i).copied().unwrap_or(0);
-        r.rax = nr as u64;
-        // -1: no syscall-restart fixup when the thread resumes from this stop.
-        r.orig_rax = u64::MAX;
-        r.rdi = a(0);
-        r.rsi = a(1);
-        r.rdx = a(2);
-        r.r10 = a(3);
-        r.r8 = a(4);
-        r.r9 = a(5);
+        let mut r = self.syscall_regs(nr, args);
         let tid = self.tid;
         match self.gadget {
             Gadget::Syscall(addr) => {
@@ -682,6 +672,22 @@ impl Injector {
             }
         }
         Ok(get_regs(tid)?.rax as i64)
+    }
+
+    /// The saved registers with syscall `nr` and its arguments loaded.
+    fn syscall_regs(&self, nr: i64, args: &[u64]) -> Regs {
+        let mut r = self.saved;
+        let a = |i: usize| args.get(i).copied().unwrap_or(0);
+        r.rax = nr as u64;
+        // -1: no syscall-restart fixup when the thread resumes from this stop.
+        r.orig_rax = u64::MAX;
+        r.rdi = a(0);
+        r.rsi = a(1);
+        r.rdx = a(2);
+        r.r10 = a(3);
+        r.r8 = a(4);
+        r.r9 = a(5);
+        r
     }
 
     fn note_event(&mut self, event: i32) -> Result<()> {
@@ -743,6 +749,18 @@ impl Injector {
         self.settle()?;
         set_regs(self.tid, &self.saved)?;
         set_sigmask(self.tid, self.saved_mask)
+    }
+
+    /// Starts a syscall that does not return (exit_group) and gives the
+    /// thread up: the caller waits for its end.
+    pub fn start_noreturn(mut self, nr: i64, args: &[u64]) -> Result<()> {
+        self.done = true;
+        let mut r = self.syscall_regs(nr, args);
+        r.rip = match self.gadget {
+            Gadget::Syscall(addr) | Gadget::SyscallTrap(addr) => addr,
+        };
+        set_regs(self.tid, &r)?;
+        cont(self.tid, 0)
     }
 
     /// Ends injection without putting anything back (restore sets the

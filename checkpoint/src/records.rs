@@ -18,3 +18,4 @@ pub use crate::terminal::ForegroundGroup;
 pub use crate::threads::{AltStack, ThreadImage};
 pub use crate::timerfd::TimerFdImage;
 pub use crate::timers::{Itimer, PosixTimer, TimersImage};
+pub use crate::zombie::ZombieEntry;

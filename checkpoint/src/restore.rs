@@ -7,8 +7,8 @@
 //! tree (sessions on the way) → per process: VMAs, vDSO, pages, mm fields →
 //! files (shared ones shared again) → cwd/umask/personality, signals, timers
 //! → process groups → threads (clone3 with set_tid) and per-thread state →
-//! rlimits → creds → registers → unmap the gadget from its own last
-//! syscall → detach all.
+//! rlimits → creds → zombies exit with their status → registers → unmap the
+//! gadget from its own last syscall → detach all.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +26,7 @@ use crate::ptrace::{self, Gadget, Injector, Mem, Stop, GADGET_BYTES};
 use crate::sys::Scratch;
 use crate::task::Rlimit;
 use crate::terminal::ForegroundGroup;
+use crate::zombie::ZombieEntry;
 use crate::{signals, task, threads, timers};
 
 use crate::limits::TASK_END;
@@ -46,6 +47,9 @@ pub struct RestoreOptions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStats {
     pub processes: usize,
+    /// Unreaped children restored as such (not counted in `processes`).
+    #[serde(default)]
+    pub zombies: usize,
     pub threads: usize,
     pub pages_restored: u64,
     /// rlimits whose hard limit could not be restored (no CAP_SYS_RESOURCE).
@@ -121,11 +125,15 @@ pub fn restore(dir: &Path, stub_pid: i32, opts: &RestoreOptions) -> Result<Resto
     let mut attached = Attached(Vec::new());
     let mut boost = crate::boost::Boost::new();
     let cpu = boost.pin();
+    let images = Images {
+        loaded: &loaded,
+        zombies: &inv.zombies,
+        order: &order,
+    };
     let result = restore_tree(
         cpu,
         stub_pid,
-        &loaded,
-        &order,
+        &images,
         inv.vdso.as_ref(),
         opts.inherit_stdio,
         &mut attached,
@@ -299,9 +307,20 @@ impl Drop for Attached {
     }
 }
 
+/// What the image holds of the tree: the processes, their zombies, and the
+/// processes' order (parents first).
+#[derive(Clone, Copy)]
+struct Images<'a> {
+    loaded: &'a [Loaded<'a>],
+    zombies: &'a [ZombieEntry],
+    order: &'a [usize],
+}
+
 /// The tree being rebuilt: every process's injector, in tree order.
 struct Tree<'a> {
     loaded: &'a [Loaded<'a>],
+    /// Forked with the tree, ended last (their `live` entries go then).
+    zombies: &'a [ZombieEntry],
     order: &'a [usize],
     live: HashMap<i32, Live>,
     /// The gadget/scratch page, at the same address in every process.
@@ -336,12 +355,16 @@ impl<'a> Tree<'a> {
 fn restore_tree(
     cpu: Option<usize>,
     stub: i32,
-    loaded: &[Loaded],
-    order: &[usize],
+    images: &Images,
     vdso: Option<&VdsoFingerprint>,
     inherit_stdio: bool,
     attached: &mut Attached,
 ) -> Result<RestoreStats> {
+    let Images {
+        loaded,
+        zombies,
+        order,
+    } = *images;
     let root = &loaded[order[0]];
     let mut stats = RestoreStats {
         processes: loaded.len(),
@@ -358,6 +381,7 @@ fn restore_tree(
     let (inj, page) = strip_stub(stub, root.entry.pid, loaded, layout)?;
     let mut tree = Tree {
         loaded,
+        zombies,
         order,
         live: HashMap::new(),
         page,
@@ -380,6 +404,8 @@ fn restore_tree(
     restore_task_state(&mut tree)?;
     restore_process_groups(&mut tree)?;
     stats.clamped_rlimits = restore_threads_and_creds(&mut tree, attached)?;
+    end_zombies(&mut tree, attached)?;
+    stats.zombies = zombies.len();
     release_tree(tree, attached, stub_affinity)?;
     Ok(stats)
 }
@@ -503,9 +529,10 @@ fn strip_stub(
 }
 
 /// Forks the tree from the bare stub (children inherit only the gadget
-/// page), each process with its old pid, sessions made on the way.
+/// page), each process with its old pid, sessions made on the way; a
+/// process's zombies are forked with its live children.
 fn fork_tree(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
-    let (loaded, order) = (tree.loaded, tree.order);
+    let (loaded, order, zombies) = (tree.loaded, tree.order, tree.zombies);
     for &i in order {
         let l = &loaded[i];
         let me = tree
@@ -535,10 +562,25 @@ fn fork_tree(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
                 k.img.task.exit_signal,
             )?;
             attached.0.push(host);
-            born.push((k.entry.pid, host));
+            born.push((k.entry.pid, host, false));
         }
-        for (pid, host) in born {
-            let inj = Injector::new(host, tree.gadget)?;
+        for z in zombies.iter().filter(|z| z.ppid == l.entry.pid) {
+            let host = clone_with_tid(
+                &mut me.inj,
+                &me.scratch,
+                l.entry.pid,
+                z.pid,
+                false,
+                z.exit_signal,
+            )?;
+            attached.0.push(host);
+            born.push((z.pid, host, z.sid == z.pid));
+        }
+        for (pid, host, own_session) in born {
+            let mut inj = Injector::new(host, tree.gadget)?;
+            if own_session {
+                inj.syscall("setsid", libc::SYS_setsid, &[])?;
+            }
             let scratch = tree.scratch(host)?;
             tree.live.insert(
                 pid,
@@ -651,6 +693,7 @@ fn restore_process_groups(tree: &mut Tree) -> Result<()> {
             let e = tree.loaded[i].entry;
             (e.pid, e.pgid, e.sid)
         })
+        .chain(tree.zombies.iter().map(|z| (z.pid, z.pgid, z.sid)))
         .collect();
     for (pid, pgid) in setpgid_calls(&ids) {
         let me = tree
@@ -708,6 +751,22 @@ fn restore_threads_and_creds(tree: &mut Tree, attached: &mut Attached) -> Result
         Ok(())
     })?;
     Ok(clamped)
+}
+
+/// Every zombie exits (or dies) with its recorded status, its parent still
+/// held: released, the parent's wait() finds it as it was at dump.
+fn end_zombies(tree: &mut Tree, attached: &mut Attached) -> Result<()> {
+    for z in tree.zombies {
+        let me = tree
+            .live
+            .remove(&z.pid)
+            .ok_or_else(|| Error::restore(z.pid, "zombie not created"))?;
+        let host = me.host_pid;
+        crate::zombie::finish(me.inj, &me.scratch, z)?;
+        // Gone to its parent: nothing to detach (or kill on a failure).
+        attached.0.retain(|&t| t != host);
+    }
+    Ok(())
 }
 
 /// The gadget page unmaps itself (munmap runs from it with syscall stops,

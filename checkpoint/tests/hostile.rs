@@ -4,13 +4,11 @@
 //! bounds. Each is refused with a message naming what it is about, and
 //! (where the check needs no process) before the stub is touched.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
 use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, RestoreOptions};
+use godwit_test_support::*;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);

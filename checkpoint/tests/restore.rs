@@ -1,12 +1,10 @@
 //! End-to-end: real workloads in their own pid + mount namespace, dumped,
 //! killed, restored into a stub, checked by their own output.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, Error, RestoreOptions};
+use godwit_test_support::*;
 
 const T: Duration = Duration::from_secs(10);
 

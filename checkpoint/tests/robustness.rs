@@ -1,12 +1,10 @@
 //! The dumper under conditions a container brings: a stub with a low
 //! RLIMIT_NOFILE, and a dumper killed in the middle of a dump.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use godwit_checkpoint::{dump, restore, stub::Stub, DumpOptions, RestoreOptions};
+use godwit_test_support::*;
 
 const T: Duration = Duration::from_secs(20);
 

@@ -556,9 +556,10 @@ pub struct Exec {
     /// Pass N extra fds to the process.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: i32,
-    /// Run the process in this sub-cgroup of the container.
-    #[arg(long)]
-    pub cgroup: Option<String>,
+    /// Run the process in an existing sub-cgroup of the container: PATH (every
+    /// controller), or CONTROLLER[,CONTROLLER]:PATH (cgroup v1; repeatable).
+    #[arg(long, value_name = "[CONTROLLER:]PATH")]
+    pub cgroup: Vec<String>,
     /// Allow exec into a paused container.
     #[arg(long)]
     pub ignore_paused: bool,

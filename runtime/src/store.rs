@@ -142,17 +142,20 @@ pub fn cgroup_manager(container: &Container) -> Result<AnyCgroupManager> {
 /// For `exec --cgroup SUB`: the first of the container's cgroup directories
 /// (those of its init, read from /proc/PID/cgroup, in the hierarchies where
 /// it is in `container_cgroup`) that has no sub-cgroup SUB, or `None` when
-/// every one has it.
+/// every one has it. With `controller`, only that controller's hierarchy is
+/// looked at (a controller the container is in no hierarchy of is missing too).
 pub fn sub_cgroup_missing(
     init: i32,
     container_cgroup: &Path,
     sub: &str,
+    controller: Option<&str>,
 ) -> Result<Option<PathBuf>> {
     let own = container_cgroup.to_string_lossy();
     let own = own.trim_matches('/');
     let path = format!("/proc/{init}/cgroup");
     let text = std::fs::read_to_string(&path).map_err(|e| RuntimeError::io(&path, e))?;
     let sub = sub.trim_start_matches('/');
+    let mut matched = false;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(cgroup)) = (parts.next(), parts.next(), parts.next())
@@ -170,14 +173,24 @@ pub fn sub_cgroup_missing(
             let dir = PathBuf::from("/sys/fs/cgroup").join(name);
             dir.is_dir().then_some(dir)
         };
+        // CONTROLLER:PATH: only that controller's hierarchy.
+        if let Some(wanted) = controller {
+            if !controllers.split(',').any(|c| c == wanted) {
+                continue;
+            }
+        }
         let Some(mount) = mount else { continue };
         if !cgroup.trim_matches('/').ends_with(own) {
             continue;
         }
+        matched = true;
         let dir = mount.join(cgroup.trim_start_matches('/')).join(sub);
         if !dir.is_dir() {
             return Ok(Some(dir));
         }
     }
-    Ok(None)
+    match controller {
+        Some(c) if !matched => Ok(Some(PathBuf::from("/sys/fs/cgroup").join(c))),
+        _ => Ok(None),
+    }
 }

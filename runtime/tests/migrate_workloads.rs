@@ -7,14 +7,11 @@
 
 mod common;
 
-#[path = "../../checkpoint/tests/common/mod.rs"]
-mod workload_checks;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use workload_checks::{assert_consecutive, assert_ticks, lines, ping};
+use godwit_test_support::{assert_consecutive, assert_ticks, lines, ping};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -256,7 +253,7 @@ fn sigcheck() {
     let w = Workload::new(&["sigcheck", "/tmp/out"], "/tmp/out").lines(5, 120);
     let m = migrate(&w, "mw-sigcheck");
     let mask =
-        |k: &str| u64::from_str_radix(&workload_checks::status_field(m.pid(), k), 16).unwrap();
+        |k: &str| u64::from_str_radix(&godwit_test_support::status_field(m.pid(), k), 16).unwrap();
     assert_ne!(
         mask("SigPnd") & (1 << (libc::SIGUSR2 - 1)),
         0,
@@ -279,6 +276,25 @@ fn pipetree() {
     let w = Workload::new(&["pipetree", "/tmp/out"], "/tmp/out").lines(10, 40);
     let m = migrate(&w, "mw-pipetree");
     assert_eq!(ps_pids(&m).len(), 3, "parent, child and grandchild");
+}
+
+/// A container whose init has unreaped children (as a daemonizing server
+/// leaves them): one exited 7, one a group leader killed by SIGTERM whose
+/// group a live child is still in. They move as zombies, and the init's
+/// wait() on B returns their statuses.
+#[test]
+fn zombies() {
+    let w = Workload::new(&["zombies", "/tmp/out"], "/tmp/out")
+        .check(|l| assert_numbered(l, 1))
+        .lines(10, 30);
+    // Every "ok" on B is the init seeing A and B as zombies and C in B's group.
+    let m = migrate(&w, "mw-zombies");
+    let report = m.bundle_b.rootfs().join("tmp/out");
+    std::fs::write(m.bundle_b.rootfs().join("tmp/out.reap"), b"").unwrap();
+    let reaped = wait_for("the init reaps its zombies on B", T, || {
+        lines(&report).into_iter().find(|l| l.contains("reaped"))
+    });
+    assert!(reaped.ends_with("reaped a=exit:7 b=signal:15"), "{reaped}");
 }
 
 #[test]
@@ -343,7 +359,7 @@ fn sockcheck() {
         .on_a(|pid| assert_eq!(ping(pid, 7300, 1), "pong 1\n"));
     let m = migrate(&w, "mw-sockcheck");
     // The namespace's lo state does not travel yet (README): bring it up.
-    workload_checks::in_netns(m.pid(), workload_checks::loopback_up);
+    godwit_test_support::in_netns(m.pid(), godwit_test_support::loopback_up);
     assert_eq!(ping(m.pid(), 7300, 2), "pong 2\n");
     assert_eq!(ping(m.pid(), 7300, 3), "pong 3\n");
     let report = w.report(&m.bundle_b);
@@ -361,12 +377,15 @@ fn sockcheck() {
 fn seccheck() {
     let w = Workload::new(&["seccheck", "/tmp/out"], "/tmp/out");
     let m = migrate(&w, "mw-seccheck");
-    assert_eq!(workload_checks::status_field(m.pid(), "Seccomp"), "2");
+    assert_eq!(godwit_test_support::status_field(m.pid(), "Seccomp"), "2");
     assert_eq!(
-        workload_checks::status_field(m.pid(), "Seccomp_filters"),
+        godwit_test_support::status_field(m.pid(), "Seccomp_filters"),
         "1"
     );
-    assert_eq!(workload_checks::status_field(m.pid(), "NoNewPrivs"), "1");
+    assert_eq!(
+        godwit_test_support::status_field(m.pid(), "NoNewPrivs"),
+        "1"
+    );
 }
 
 #[test]

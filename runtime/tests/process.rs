@@ -218,6 +218,20 @@ fn dump_kill_restore(name: &str, program: &str, args: &[&str], file: &str, procs
     dump_kill_restore_in(dir.path(), name, program, args, file, procs_min);
 }
 
+/// [`dump_kill_restore`] for a tree with zombies: they come back as zombies
+/// (same pids), and the restored tree, still running, is handed back with
+/// its scratch directory.
+fn dump_kill_restore_keep(
+    name: &str,
+    program: &str,
+    args: &[&str],
+    file: &str,
+    procs_min: usize,
+) -> (tempfile::TempDir, Procs) {
+    let dir = scratch(name);
+    dump_kill_restore_in(dir.path(), name, program, args, file, procs_min)
+}
+
 /// [`dump_kill_restore`] with the workload's cwd (and files) in `cwd`.
 fn dump_kill_restore_in(
     cwd: &Path,
@@ -226,7 +240,7 @@ fn dump_kill_restore_in(
     args: &[&str],
     file: &str,
     procs_min: usize,
-) {
+) -> (tempfile::TempDir, Procs) {
     let dir = scratch(name);
     let file = dir.path().join(file);
     let mut procs = Procs(Vec::new());
@@ -270,6 +284,12 @@ fn dump_kill_restore_in(
     for &p in &tree[1..] {
         procs.add(p);
     }
+    // Zombies before the dump (the workload never reaps them unasked).
+    let zombies: Vec<i32> = tree
+        .iter()
+        .copied()
+        .filter(|&p| state(p) == Some('Z'))
+        .collect();
     let image = dir.path().join("image");
     let report = dump_json(&[
         "process",
@@ -287,6 +307,7 @@ fn dump_kill_restore_in(
         assert!(report[key].is_u64(), "{key} in {report}");
     }
     let comms: Vec<(i32, Option<String>)> = pids.iter().map(|&p| (p, comm(p))).collect();
+
     assert_gone(&pids);
     let at_dump = last_n(&file).expect("ticks");
     std::thread::sleep(Duration::from_millis(100));
@@ -314,27 +335,58 @@ fn dump_kill_restore_in(
         .parse()
         .expect("pid in pid file");
     assert_eq!(written, pid);
-    // Same pids, same programs.
+    // Same pids, same programs; zombies are zombies again.
     for (p, c) in &comms {
-        assert!(alive(*p), "pid {p} not restored");
-        assert_eq!(&comm(*p), c, "pid {p}");
+        if zombies.contains(p) {
+            assert_eq!(state(*p), Some('Z'), "zombie {p} not restored as one");
+        } else {
+            assert!(alive(*p), "pid {p} not restored");
+            assert_eq!(&comm(*p), c, "pid {p}");
+        }
     }
     wait_for("workload continues", Duration::from_secs(20), || {
         last_n(&file).filter(|&n| n >= at_dump + 5)
     });
     assert_continuous(&file);
-    for &p in &pids {
+    for &p in pids.iter().filter(|p| !zombies.contains(p)) {
         assert!(
             alive(p),
             "pid {p} died after the restore: {:?}",
             lines(&file).last()
         );
     }
+    (dir, procs)
 }
 
 #[test]
 fn counter_continues_with_its_pid() {
     dump_kill_restore("counter", "counter", &["10", "{dir}/count"], "count", 1);
+}
+
+/// A parent's unreaped children (one exited 7, one a process-group leader
+/// killed by SIGTERM whose group a live child is still in) come back as
+/// zombies with the same pids, group and status: the parent's wait()
+/// returns what it would have returned before the dump.
+#[test]
+fn zombies_come_back_unreaped_with_their_status() {
+    let (dir, _procs) =
+        dump_kill_restore_keep("zombies", "zombies", &["{dir}/out", "10"], "out", 4);
+    let out = dir.path().join("out");
+    std::fs::write(dir.path().join("out.reap"), b"").expect("reap trigger");
+    let reaped = wait_for("the parent reaps", Duration::from_secs(20), || {
+        lines(&out)
+            .into_iter()
+            .find(|(_, l)| l.contains("reaped"))
+            .map(|(_, l)| l)
+    });
+    assert!(reaped.ends_with("reaped a=exit:7 b=signal:15"), "{reaped}");
+    wait_for("ticks after the reap", Duration::from_secs(20), || {
+        lines(&out)
+            .last()
+            .filter(|(_, l)| !l.contains("reaped"))
+            .map(|_| ())
+    });
+    assert_continuous(&out);
 }
 
 #[test]

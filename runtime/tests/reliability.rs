@@ -5,15 +5,12 @@
 
 mod common;
 
-#[path = "../../checkpoint/tests/common/mod.rs"]
-mod workload_checks;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use workload_checks::{assert_ticks, lines};
+use godwit_test_support::{assert_ticks, lines};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -82,13 +79,13 @@ fn assert_runs_on(g: &Godwit, id: &str, report: &Path) {
     for pid in pids {
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
             let tid: i32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
-            let state = workload_checks::status_field(tid, "State");
+            let state = godwit_test_support::status_field(tid, "State");
             assert!(
                 !state.starts_with('t') && !state.starts_with('T'),
                 "task {tid}: {state}"
             );
             assert_eq!(
-                workload_checks::status_field(tid, "TracerPid"),
+                godwit_test_support::status_field(tid, "TracerPid"),
                 "0",
                 "task {tid} traced"
             );
@@ -242,7 +239,7 @@ struct Client {
 
 impl Client {
     fn connect(pid: i32, port: u16) -> Client {
-        let stream = workload_checks::in_netns(pid, move || {
+        let stream = godwit_test_support::in_netns(pid, move || {
             std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect")
         });
         stream
@@ -291,7 +288,7 @@ fn listening_server_serves_after_restore_and_connections_come_back_closed() {
     // lo is brought up from outside, as a hook would (the spec's
     // capabilities do not let the workload do it); its state travels.
     let pid = host_a.pid(&id);
-    workload_checks::in_netns(pid, workload_checks::loopback_up);
+    godwit_test_support::in_netns(pid, godwit_test_support::loopback_up);
     let served = Client::connect(pid, PORT).request();
     assert_eq!(served, 1);
     // A connection still open at the checkpoint.

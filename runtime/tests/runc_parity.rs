@@ -396,6 +396,69 @@ fn cgroups_are_named_by_id_deleted_with_sub_cgroups_and_oom_killer_disabled() {
     ]);
     let procs = std::fs::read_to_string(dirs[0].join("rp-sub/cgroup.procs")).unwrap();
     assert!(!procs.trim().is_empty(), "exec --cgroup put nothing there");
+    // runc's CONTROLLER:PATH form (cgroup v1): those controllers only.
+    let memory_dir = PathBuf::from("/sys/fs/cgroup/memory").join(&id);
+    if memory_dir.is_dir() {
+        let out = g.ok(&[
+            "exec",
+            "--cgroup",
+            "memory,pids:rp-sub/deeper",
+            &id,
+            "cat",
+            "/proc/self/cgroup",
+        ]);
+        let line_of = |controller: &str| -> String {
+            out.lines()
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == controller))
+                })
+                .unwrap_or_else(|| panic!("no {controller} line in {out}"))
+                .to_string()
+        };
+        assert!(
+            line_of("memory").ends_with(&format!("/{id}/rp-sub/deeper")),
+            "{out}"
+        );
+        assert!(
+            line_of("pids").ends_with(&format!("/{id}/rp-sub/deeper")),
+            "{out}"
+        );
+        assert!(line_of("devices").ends_with(&format!("/{id}")), "{out}");
+        // A sub-cgroup missing in a named controller, or a controller named
+        // twice, fails before anything runs (255, as runc).
+        let code = |args: &[&str]| g.run(args).status.code();
+        assert_eq!(
+            code(&["exec", "--cgroup", "memory:rp-none", &id, "true"]),
+            Some(255)
+        );
+        assert!(!memory_dir.join("rp-none").exists());
+        assert_eq!(
+            code(&[
+                "exec",
+                "--cgroup",
+                "memory:rp-sub",
+                "--cgroup",
+                "memory:rp-sub",
+                &id,
+                "true"
+            ]),
+            Some(255)
+        );
+        assert_eq!(
+            code(&[
+                "exec",
+                "--cgroup",
+                "rp-sub",
+                "--cgroup",
+                "memory:rp-sub",
+                &id,
+                "true"
+            ]),
+            Some(255)
+        );
+    }
     g.ok(&["delete", "--force", &id]);
     assert!(!g.state_dir(&id).exists());
     for d in &dirs {

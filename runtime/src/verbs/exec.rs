@@ -84,7 +84,8 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
         }
     };
 
-    check_exec_paths(&container, args)?;
+    let sub_cgroups = parse_sub_cgroups(&args.cgroup)?;
+    check_exec_paths(&container, args, &sub_cgroups)?;
     // A terminal and no socket to hand its master to: the pty is ours, its
     // master proxied to our stdio as `run` does.
     let wants_tty = args.tty
@@ -136,7 +137,8 @@ pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
                 .with_group(user.and_then(|u| u.1))
                 .with_capabilities(args.cap.clone())
                 .with_ignore_paused(args.ignore_paused)
-                .with_sub_cgroup(args.cgroup.clone())
+                .with_sub_cgroup(sub_cgroups.all.clone())
+                .with_controller_sub_cgroups(sub_cgroups.by_controller.clone())
                 .with_apparmor(args.apparmor.clone())
                 .build()
         });
@@ -196,7 +198,11 @@ fn checked_process_file(
 /// directory does not exist (libcontainer would start the process and then
 /// fail to write it), and a `--cgroup` sub-cgroup the container does not have
 /// (libcontainer would create it).
-fn check_exec_paths(container: &libcontainer::container::Container, args: &Exec) -> Result<()> {
+fn check_exec_paths(
+    container: &libcontainer::container::Container,
+    args: &Exec,
+    sub_cgroups: &SubCgroups,
+) -> Result<()> {
     if let Some(pid_file) = &args.pid_file {
         let dir = match pid_file.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -213,20 +219,38 @@ fn check_exec_paths(container: &libcontainer::container::Container, args: &Exec)
             });
         }
     }
-    if let Some(sub) = args.cgroup.as_deref().filter(|s| *s != "/") {
-        let init = container.pid().ok_or_else(|| RuntimeError::Unsupported {
-            flag: "--cgroup",
-            reason: format!("container {} has no init pid", container.id()),
-        })?;
-        let own = container
-            .spec()
-            .map_err(|e| RuntimeError::lc("read the config of", container.id(), e))?
-            .cgroup_path;
-        let missing = crate::store::sub_cgroup_missing(init.as_raw(), &own, sub)?;
+    let wanted: Vec<(Option<&str>, &str)> = sub_cgroups
+        .all
+        .iter()
+        .map(|sub| (None, sub.as_str()))
+        .chain(
+            sub_cgroups
+                .by_controller
+                .iter()
+                .map(|(c, sub)| (Some(c.as_str()), sub.as_str())),
+        )
+        .filter(|(_, sub)| *sub != "/")
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let init = container.pid().ok_or_else(|| RuntimeError::Unsupported {
+        flag: "--cgroup",
+        reason: format!("container {} has no init pid", container.id()),
+    })?;
+    let own = container
+        .spec()
+        .map_err(|e| RuntimeError::lc("read the config of", container.id(), e))?
+        .cgroup_path;
+    for (controller, sub) in wanted {
+        let missing = crate::store::sub_cgroup_missing(init.as_raw(), &own, sub, controller)?;
         if let Some(dir) = missing {
             return Err(RuntimeError::InvalidValue {
                 what: "--cgroup",
-                value: sub.to_string(),
+                value: match controller {
+                    Some(c) => format!("{c}:{sub}"),
+                    None => sub.to_string(),
+                },
                 reason: format!(
                     "container {} has no such sub-cgroup ({} does not exist); create it first",
                     container.id(),
@@ -236,6 +260,65 @@ fn check_exec_paths(container: &libcontainer::container::Container, args: &Exec)
         }
     }
     Ok(())
+}
+
+/// `exec --cgroup` values, as runc reads them: one PATH for every
+/// controller, or CONTROLLER[,CONTROLLER]:PATH ones for some.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SubCgroups {
+    pub all: Option<String>,
+    /// (controller, path), each controller once.
+    pub by_controller: Vec<(String, String)>,
+}
+
+/// runc's rules (exec.go getSubCgroupPaths): a PATH without a controller
+/// must be the only --cgroup; a controller may be named once.
+pub fn parse_sub_cgroups(values: &[String]) -> Result<SubCgroups> {
+    let invalid = |value: &str, reason: &str| RuntimeError::InvalidValue {
+        what: "--cgroup",
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut parsed = SubCgroups::default();
+    for value in values {
+        let mut parts = value.splitn(3, ':');
+        let (first, second, third) = (parts.next(), parts.next(), parts.next());
+        match (first, second, third) {
+            (_, _, Some(_)) => {
+                return Err(invalid(
+                    value,
+                    "expected PATH or CONTROLLER[,CONTROLLER]:PATH",
+                ))
+            }
+            (Some(path), None, None) => {
+                if values.len() != 1 {
+                    return Err(invalid(
+                        value,
+                        "a PATH without a CONTROLLER: prefix must be the only --cgroup",
+                    ));
+                }
+                parsed.all = Some(path.to_string());
+            }
+            (Some(controllers), Some(path), None) => {
+                for controller in controllers.split(',') {
+                    if controller.is_empty() {
+                        return Err(invalid(value, "empty CONTROLLER before ':'"));
+                    }
+                    if parsed.by_controller.iter().any(|(c, _)| c == controller) {
+                        return Err(invalid(
+                            value,
+                            &format!("controller {controller} is named more than once"),
+                        ));
+                    }
+                    parsed
+                        .by_controller
+                        .push((controller.to_string(), path.to_string()));
+                }
+            }
+            (None, _, _) => unreachable!("splitn yields at least one part"),
+        }
+    }
+    Ok(parsed)
 }
 
 /// A process document for `exec --tty ARGS…`: the container's own process
@@ -283,4 +366,42 @@ fn tty_process_file(
     let text = serde_json::to_vec(&process).map_err(|e| RuntimeError::io(&path, e.into()))?;
     std::fs::write(&path, text).map_err(|e| RuntimeError::io(&path, e))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> Result<SubCgroups> {
+        parse_sub_cgroups(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn sub_cgroups_parse_as_runc_reads_them() {
+        assert_eq!(parse(&[]).unwrap(), SubCgroups::default());
+        assert_eq!(
+            parse(&["sub"]).unwrap(),
+            SubCgroups {
+                all: Some("sub".into()),
+                by_controller: vec![]
+            }
+        );
+        assert_eq!(
+            parse(&["memory,pids:a", "cpu:b/c"]).unwrap().by_controller,
+            vec![
+                ("memory".into(), "a".into()),
+                ("pids".into(), "a".into()),
+                ("cpu".into(), "b/c".into())
+            ]
+        );
+        for bad in [
+            &["a:b:c"][..],
+            &["sub", "memory:x"],
+            &[":x"],
+            &["memory,:x"],
+            &["memory:x", "pids,memory:y"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

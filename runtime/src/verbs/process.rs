@@ -352,7 +352,13 @@ impl RestoreReport {
 /// (at the same paths) and mapped (same size and content), stdio, groups.
 fn check_image(reader: &ImageReader, shell_job: bool) -> Result<()> {
     let inv = &reader.inventory;
-    let pids: HashSet<i32> = inv.processes.iter().map(|e| e.pid).collect();
+    // A group's leader may be a zombie (it exited, its group lives on).
+    let pids: HashSet<i32> = inv
+        .processes
+        .iter()
+        .map(|e| e.pid)
+        .chain(inv.zombies.iter().map(|z| z.pid))
+        .collect();
     let root = std::fs::File::open("/proc/self/root")
         .map_err(|e| RuntimeError::io("/proc/self/root", e))?;
     for e in &inv.processes {
@@ -645,6 +651,7 @@ pub fn restore(args: &ProcessRestore) -> Result<i32> {
         .processes
         .iter()
         .flat_map(|e| e.tids.iter().copied().chain([e.pid]))
+        .chain(inv.zombies.iter().map(|z| z.pid))
         .collect();
     ids.sort_unstable();
     ids.dedup();

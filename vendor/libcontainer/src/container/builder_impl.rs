@@ -62,6 +62,10 @@ pub(super) struct ContainerBuilderImpl {
     pub as_sibling: bool,
     // Run the process in an (existing) sub-cgroup(s)
     pub sub_cgroup_path: Option<String>,
+    // godwit patch: runc's `exec --cgroup CONTROLLER[,CONTROLLER]:PATH` (cgroup
+    // v1): (controller, existing sub-cgroup) pairs, the process moved there
+    // for those controllers only.
+    pub controller_sub_cgroups: Vec<(String, String)>,
     // Asm process label for the process commonly used with selinux.
     // TODO: youki does not support selinux yet
     #[allow(dead_code)]
@@ -198,6 +202,7 @@ impl ContainerBuilderImpl {
             stdout: self.stdout.as_ref().map(|x| x.as_raw_fd()),
             stderr: self.stderr.as_ref().map(|x| x.as_raw_fd()),
             as_sibling: self.as_sibling,
+            controller_sub_cgroups: self.controller_sub_cgroups.clone(),
             pid_file: self.pid_file.to_owned(),
         };
 

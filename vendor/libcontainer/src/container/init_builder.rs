@@ -139,6 +139,7 @@ impl InitContainerBuilder {
             stderr: self.base.stderr,
             as_sibling: self.as_sibling,
             sub_cgroup_path: None,
+            controller_sub_cgroups: Vec::new(),
             process_label: None,
         };
 

@@ -53,6 +53,7 @@ pub struct TenantContainerBuilder {
     group: Option<u32>,
     ignore_paused: bool,
     sub_cgroup: Option<String>,
+    controller_sub_cgroups: Vec<(String, String)>,
     process_label: Option<String>,
     apparmor: Option<String>,
 }
@@ -152,6 +153,7 @@ impl TenantContainerBuilder {
             group: None,
             ignore_paused: false,
             sub_cgroup: None,
+            controller_sub_cgroups: Vec::new(),
             process_label: None,
             apparmor: None,
         }
@@ -227,6 +229,15 @@ impl TenantContainerBuilder {
         self
     }
 
+    /// godwit patch: runc's `exec --cgroup CONTROLLER:PATH` (cgroup v1): the
+    /// process goes into the existing sub-cgroup PATH of the container's
+    /// cgroup for each named controller, and stays in the container's own
+    /// cgroup for the others.
+    pub fn with_controller_sub_cgroups(mut self, subs: Vec<(String, String)>) -> Self {
+        self.controller_sub_cgroups = subs;
+        self
+    }
+
     pub fn with_process_label(mut self, process_label: Option<String>) -> Self {
         self.process_label = process_label;
         self
@@ -286,6 +297,7 @@ impl TenantContainerBuilder {
             stderr: self.base.stderr,
             as_sibling: self.as_sibling,
             sub_cgroup_path: self.sub_cgroup,
+            controller_sub_cgroups: self.controller_sub_cgroups,
             process_label: self.process_label,
         };
 

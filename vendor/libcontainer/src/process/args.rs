@@ -52,6 +52,10 @@ pub struct ContainerArgs {
     pub stderr: Option<RawFd>,
     // Indicate if the init process should be a sibling of the main process.
     pub as_sibling: bool,
+    /// godwit patch: (controller, sub-cgroup of the container's) pairs the
+    /// process is moved into for those v1 controllers only (`exec --cgroup
+    /// CONTROLLER:PATH`).
+    pub controller_sub_cgroups: Vec<(String, String)>,
     /// File path used to communicate the PID of the
     /// container process to the higher-level runtime.
     pub pid_file: Option<PathBuf>,

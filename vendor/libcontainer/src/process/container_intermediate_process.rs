@@ -88,6 +88,13 @@ pub fn container_intermediate_process(
         linux.resources().as_ref(),
         matches!(args.container_type, ContainerType::InitContainer),
     )?;
+    #[cfg(feature = "v1")]
+    if !args.controller_sub_cgroups.is_empty() {
+        move_to_controller_sub_cgroups(
+            &args.cgroup_config.cgroup_path,
+            &args.controller_sub_cgroups,
+        )?;
+    }
 
     // setting CPU affinity for tenant container after cgroup move
     if matches!(args.container_type, ContainerType::TenantContainer { .. }) {
@@ -336,6 +343,52 @@ fn setup_time_offsets(sender: &mut MainSender, receiver: &mut IntermediateReceiv
         ))
     })?;
 
+    Ok(())
+}
+
+#[cfg(feature = "v1")]
+/// godwit patch: runc's `exec --cgroup CONTROLLER:PATH` on cgroup v1 — this
+/// process, already in the container's cgroup, moves into the existing
+/// sub-cgroup PATH of it in each named controller's hierarchy.
+fn move_to_controller_sub_cgroups(
+    container_cgroup: &std::path::Path,
+    subs: &[(String, String)],
+) -> Result<()> {
+    let fail = |msg: String| IntermediateProcessError::Cgroup(msg);
+    let mounts = libcgroups::v1::util::list_subsystem_mount_points()
+        .map_err(|e| fail(format!("--cgroup: cgroup v1 mount points: {e}")))?;
+    let relative = container_cgroup
+        .strip_prefix("/")
+        .unwrap_or(container_cgroup);
+    let pid = getpid();
+    for (controller, sub) in subs {
+        let mount = mounts
+            .iter()
+            .find(|m| {
+                m.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.split(',').any(|c| c == controller.as_str()))
+            })
+            .ok_or_else(|| {
+                fail(format!(
+                    "--cgroup {controller}:{sub}: no cgroup v1 hierarchy of controller {controller} on this host"
+                ))
+            })?;
+        let base = mount.join(relative);
+        let dir = base.join(sub.trim_start_matches('/'));
+        if dir.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(fail(format!(
+                "--cgroup {controller}:{sub}: not a sub-cgroup of the container's {}",
+                base.display()
+            )));
+        }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|e| {
+            fail(format!(
+                "--cgroup {controller}:{sub}: move pid {pid} into {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     Ok(())
 }
 

@@ -1,8 +1,7 @@
-//! Test helpers: build the C workloads, start one as pid 1 of a new pid +
-//! mount namespace, watch its output. Every process started here is killed
-//! (by pid) when its guard drops.
-
-#![allow(dead_code)]
+//! Test helpers shared by the dumper's tests (checkpoint/tests) and the
+//! runtime's (runtime/tests): build the C workloads, start one as pid 1 of a
+//! new pid + mount namespace, watch its output, dump and restore it. Every
+//! process started here is killed (by pid) when its guard drops.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
