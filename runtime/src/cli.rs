@@ -7,6 +7,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder,
+};
+
+use crate::bundle::parse_json;
 use crate::error::{Result, RuntimeError};
 use crate::requests::{
     refuse, CheckpointRequest, CreateRequest, RestoreRequest, RestoreSource, RunRequest,
@@ -665,6 +671,106 @@ impl GlobalOpts {
         RuntimeOptions {
             systemd_cgroup: self.systemd_cgroup,
         }
+    }
+}
+
+impl Update {
+    /// The resources an `update` asks for, from `--resources FILE` or the flags
+    /// (kernel memory and Intel RDT flags refused by name).
+    pub fn resources(&self) -> Result<LinuxResources> {
+        let args = self;
+        for (flag, given) in [
+            ("--kernel-memory", args.kernel_memory.is_some()),
+            ("--kernel-memory-tcp", args.kernel_memory_tcp.is_some()),
+            ("--l3-cache-schema", args.l3_cache_schema.is_some()),
+            ("--mem-bw-schema", args.mem_bw_schema.is_some()),
+        ] {
+            if given {
+                return Err(RuntimeError::Unsupported {
+                    flag,
+                    reason: "not supported by godwit (kernel memory limits are gone from current \
+                         kernels; Intel RDT is not managed by update); omit the flag"
+                        .into(),
+                });
+            }
+        }
+        if let Some(path) = &args.resources {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| RuntimeError::io(path, e))?
+            } else {
+                std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?
+            };
+            return parse_json(path, &text);
+        }
+        let build_err = |e: oci_spec::OciSpecError| RuntimeError::InvalidValue {
+            what: "resources",
+            value: String::new(),
+            reason: e.to_string(),
+        };
+        let mut res = LinuxResourcesBuilder::default();
+        if args.memory.is_some() || args.memory_swap.is_some() || args.memory_reservation.is_some()
+        {
+            let mut mem = LinuxMemoryBuilder::default();
+            if let Some(m) = &args.memory {
+                mem = mem.limit(crate::verbs::update::parse_size("--memory", m)?);
+            }
+            if let Some(m) = &args.memory_swap {
+                mem = mem.swap(crate::verbs::update::parse_size("--memory-swap", m)?);
+            }
+            if let Some(m) = &args.memory_reservation {
+                mem = mem.reservation(crate::verbs::update::parse_size("--memory-reservation", m)?);
+            }
+            res = res.memory(mem.build().map_err(build_err)?);
+        }
+        let cpu_given = args.cpu_shares.is_some()
+            || args.cpu_period.is_some()
+            || args.cpu_quota.is_some()
+            || args.cpu_rt_period.is_some()
+            || args.cpu_rt_runtime.is_some()
+            || args.cpuset_cpus.is_some()
+            || args.cpuset_mems.is_some();
+        if cpu_given {
+            let mut cpu = LinuxCpuBuilder::default();
+            if let Some(v) = args.cpu_shares {
+                cpu = cpu.shares(v);
+            }
+            if let Some(v) = args.cpu_period {
+                cpu = cpu.period(v);
+            }
+            if let Some(v) = args.cpu_quota {
+                cpu = cpu.quota(v);
+            }
+            if let Some(v) = args.cpu_rt_period {
+                cpu = cpu.realtime_period(v);
+            }
+            if let Some(v) = args.cpu_rt_runtime {
+                cpu = cpu.realtime_runtime(v);
+            }
+            if let Some(v) = &args.cpuset_cpus {
+                cpu = cpu.cpus(v.clone());
+            }
+            if let Some(v) = &args.cpuset_mems {
+                cpu = cpu.mems(v.clone());
+            }
+            res = res.cpu(cpu.build().map_err(build_err)?);
+        }
+        if let Some(limit) = args.pids_limit {
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(limit)
+                    .build()
+                    .map_err(build_err)?,
+            );
+        }
+        if let Some(weight) = args.blkio_weight {
+            res = res.block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(weight)
+                    .build()
+                    .map_err(build_err)?,
+            );
+        }
+        res.build().map_err(build_err)
     }
 }
 

@@ -155,7 +155,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 std::thread::sleep(interval);
             }
         }
-        Command::Update(args) => verbs::update::update(&root, args)?,
+        Command::Update(args) => {
+            verbs::update::update(&root, &args.container_id, &args.resources()?)?
+        }
         Command::Checkpoint(args) => {
             let stats = verbs::checkpoint::checkpoint(&root, &args.request()?)?;
             tracing::info!(?stats, "checkpoint statistics");
