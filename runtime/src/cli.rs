@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::{Result, RuntimeError};
-use crate::requests::{refuse, CheckpointRequest, RestoreRequest, RestoreSource, RuntimeOptions};
+use crate::requests::{
+    refuse, CheckpointRequest, CreateRequest, RestoreRequest, RestoreSource, RunRequest,
+    RuntimeOptions,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -665,6 +668,46 @@ impl GlobalOpts {
     }
 }
 
+impl CreateOpts {
+    /// The library's request for container `id`; `--notify-socket` is
+    /// refused by name, `--no-new-keyring` is what godwit always does.
+    pub fn request(&self, id: &str) -> Result<CreateRequest> {
+        refuse(&[(
+            "--notify-socket",
+            self.notify_socket.is_some(),
+            "sd_notify forwarding is not supported by godwit",
+        )])?;
+        Ok(CreateRequest {
+            id: id.to_string(),
+            bundle: self.bundle.clone(),
+            console_socket: self.console_socket.clone(),
+            pid_file: self.pid_file.clone(),
+            no_pivot: self.no_pivot,
+            preserve_fds: self.preserve_fds,
+        })
+    }
+}
+
+impl Run {
+    /// The library's request; `--no-subreaper` is what a detached run does
+    /// and is refused in the foreground.
+    pub fn request(&self) -> Result<RunRequest> {
+        if self.no_subreaper && !self.detach {
+            return Err(RuntimeError::Unsupported {
+                flag: "--no-subreaper",
+                reason: "a foreground run must be the subreaper to wait for the container's init; \
+                         use it with --detach, or omit it"
+                    .into(),
+            });
+        }
+        Ok(RunRequest {
+            create: self.opts.request(&self.container_id)?,
+            detach: self.detach,
+            keep: self.keep,
+        })
+    }
+}
+
 impl Checkpoint {
     /// The library's request, once every flag godwit cannot honour was
     /// refused by name. `--shell-job` and `--manage-cgroups-mode soft` are
@@ -800,6 +843,50 @@ mod tests {
             RuntimeError::Unsupported { flag, .. } => flag,
             other => panic!("not a refusal: {other}"),
         }
+    }
+
+    #[test]
+    fn create_and_run_flags_become_requests() {
+        let Command::Create(c) = parse(&[
+            "create",
+            "-b",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--preserve-fds",
+            "2",
+            "--no-pivot",
+            "c1",
+        ]) else {
+            panic!("not create")
+        };
+        assert_eq!(
+            c.opts.request(&c.container_id).expect("accepted"),
+            CreateRequest {
+                id: "c1".into(),
+                bundle: "/b".into(),
+                console_socket: None,
+                pid_file: Some("/p".into()),
+                no_pivot: true,
+                preserve_fds: 2,
+            }
+        );
+        let Command::Create(c) = parse(&["create", "--notify-socket", "/s", "c1"]) else {
+            panic!("not create")
+        };
+        let e = c.opts.request(&c.container_id).unwrap_err();
+        assert_eq!(refused_flag(e), "--notify-socket");
+        let Command::Run(r) = parse(&["run", "-d", "--no-subreaper", "--keep", "c2"]) else {
+            panic!("not run")
+        };
+        let req = r.request().expect("accepted");
+        assert!(req.detach && req.keep);
+        assert_eq!(req.create.id, "c2");
+        assert_eq!(req.create.bundle, PathBuf::from("."));
+        let Command::Run(r) = parse(&["run", "--no-subreaper", "c2"]) else {
+            panic!("not run")
+        };
+        assert_eq!(refused_flag(r.request().unwrap_err()), "--no-subreaper");
     }
 
     #[test]

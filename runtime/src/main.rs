@@ -107,13 +107,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             verbs::create::create(
                 &root,
                 &global.options(),
-                &args.opts,
-                &args.container_id,
+                &args.opts.request(&args.container_id)?,
                 true,
             )?;
         }
         Command::Start(args) => verbs::start::start(&root, &args.container_id)?,
-        Command::Run(args) => return Ok(verbs::run::run(&root, &global.options(), args)?),
+        Command::Run(args) => {
+            return Ok(verbs::run::run(&root, &global.options(), &args.request()?)?)
+        }
         Command::State(args) => print_json(&verbs::state::state(&root, &args.container_id)?)?,
         Command::List(args) => {
             let states = verbs::list::list(&root)?;

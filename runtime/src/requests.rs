@@ -16,6 +16,32 @@ pub struct RuntimeOptions {
     pub systemd_cgroup: bool,
 }
 
+/// A container to create from a bundle (`create`, and `run` before it starts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub id: String,
+    /// Bundle directory holding config.json.
+    pub bundle: PathBuf,
+    /// Send the pty master of a terminal container to this socket.
+    pub console_socket: Option<PathBuf>,
+    /// Write the init's pid (host's view) here.
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root to enter the rootfs.
+    pub no_pivot: bool,
+    /// Pass fds 3 .. 3+N-1 to the container's process.
+    pub preserve_fds: i32,
+}
+
+/// A container to create and start (`run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunRequest {
+    pub create: CreateRequest,
+    /// Return once it runs (else wait for it, as its subreaper).
+    pub detach: bool,
+    /// In the foreground: keep its state after it exits.
+    pub keep: bool,
+}
+
 /// A checkpoint of a running (or paused) container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointRequest {
