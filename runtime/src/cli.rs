@@ -15,8 +15,8 @@ use oci_spec::runtime::{
 use crate::bundle::parse_json;
 use crate::error::{Result, RuntimeError};
 use crate::requests::{
-    refuse, CheckpointRequest, CreateRequest, RestoreRequest, RestoreSource, RunRequest,
-    RuntimeOptions,
+    refuse, CheckpointRequest, CreateRequest, ExecRequest, RestoreRequest, RestoreSource,
+    RunRequest, RuntimeOptions,
 };
 
 #[derive(Parser, Debug)]
@@ -771,6 +771,36 @@ impl Update {
             );
         }
         res.build().map_err(build_err)
+    }
+}
+
+impl Exec {
+    /// The library's request; `--process-label` is refused by name.
+    pub fn request(&self) -> Result<ExecRequest> {
+        refuse(&[(
+            "--process-label",
+            self.process_label.is_some(),
+            "godwit has no SELinux support",
+        )])?;
+        Ok(ExecRequest {
+            id: self.container_id.clone(),
+            console_socket: self.console_socket.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            tty: self.tty,
+            user: self.user.clone(),
+            additional_gids: self.additional_gids.clone(),
+            process: self.process.clone(),
+            detach: self.detach,
+            pid_file: self.pid_file.clone(),
+            apparmor: self.apparmor.clone(),
+            no_new_privs: self.no_new_privs,
+            cap: self.cap.clone(),
+            preserve_fds: self.preserve_fds,
+            cgroup: self.cgroup.clone(),
+            ignore_paused: self.ignore_paused,
+            command: self.command.clone(),
+        })
     }
 }
 

@@ -131,7 +131,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             verbs::kill::kill(&root, &args.container_id, &args.signal, args.all)?
         }
         Command::Delete(args) => verbs::delete::delete(&root, &args.container_id, args.force)?,
-        Command::Exec(args) => return Ok(verbs::exec::exec(&root, args)?),
+        Command::Exec(args) => return Ok(verbs::exec::exec(&root, &args.request()?)?),
         Command::Ps(args) => {
             let pids = verbs::ps::pids(&root, &args.container_id)?;
             if args.format == ListFormat::Json {

@@ -42,6 +42,42 @@ pub struct RunRequest {
     pub keep: bool,
 }
 
+/// A new process in a running (or created) container (`exec`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub id: String,
+    /// Send the pty master (with `tty`) to this socket.
+    pub console_socket: Option<PathBuf>,
+    /// Working directory inside the container.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables, KEY=VALUE.
+    pub env: Vec<String>,
+    /// Allocate a pty.
+    pub tty: bool,
+    /// UID[:GID].
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    /// A runtime-spec `process` JSON file (instead of `command`).
+    pub process: Option<PathBuf>,
+    /// Return once the process runs.
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    /// AppArmor profile.
+    pub apparmor: Option<String>,
+    pub no_new_privs: bool,
+    /// Capabilities to add.
+    pub cap: Vec<String>,
+    /// Pass N extra fds.
+    pub preserve_fds: i32,
+    /// Existing sub-cgroups of the container to run in: PATH, or
+    /// CONTROLLER[,CONTROLLER]:PATH (cgroup v1).
+    pub cgroup: Vec<String>,
+    /// Allow exec into a paused container.
+    pub ignore_paused: bool,
+    /// Command and arguments (unless `process`).
+    pub command: Vec<String>,
+}
+
 /// A checkpoint of a running (or paused) container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointRequest {
