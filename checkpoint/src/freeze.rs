@@ -104,6 +104,8 @@ impl Frozen {
             .ok()
             .filter(|m| !m.is_empty())
             .unwrap_or_else(|| pids.to_vec());
+        // Zombies are recorded apart (crate::zombie), as children of the frozen.
+        let members = crate::zombie::live_only(&members)?;
         for &pid in &leaders_only(&members)? {
             refuse_zombie(pid)?;
             let mut tids = Vec::new();

@@ -84,8 +84,14 @@ pub fn is_zombie(pid: i32) -> Result<bool> {
 pub fn live_only(pids: &[i32]) -> Result<Vec<i32>> {
     let mut out = Vec::with_capacity(pids.len());
     for &pid in pids {
-        if !is_zombie(pid)? {
-            out.push(pid);
+        match is_zombie(pid) {
+            Ok(false) => out.push(pid),
+            Ok(true) => {}
+            // Exited and reaped since the caller listed it (a shell's
+            // short-lived child): neither live nor a zombie, nothing to dump.
+            Err(crate::Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(out)

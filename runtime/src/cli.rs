@@ -7,8 +7,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder,
+};
+
+use crate::bundle::parse_json;
 use crate::error::{Result, RuntimeError};
-use crate::requests::{refuse, CheckpointRequest, RestoreRequest, RestoreSource, RuntimeOptions};
+use crate::requests::{
+    refuse, CheckpointRequest, CreateRequest, ExecRequest, RestoreRequest, RestoreSource,
+    RunRequest, RuntimeOptions,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -665,6 +674,176 @@ impl GlobalOpts {
     }
 }
 
+impl Update {
+    /// The resources an `update` asks for, from `--resources FILE` or the flags
+    /// (kernel memory and Intel RDT flags refused by name).
+    pub fn resources(&self) -> Result<LinuxResources> {
+        let args = self;
+        for (flag, given) in [
+            ("--kernel-memory", args.kernel_memory.is_some()),
+            ("--kernel-memory-tcp", args.kernel_memory_tcp.is_some()),
+            ("--l3-cache-schema", args.l3_cache_schema.is_some()),
+            ("--mem-bw-schema", args.mem_bw_schema.is_some()),
+        ] {
+            if given {
+                return Err(RuntimeError::Unsupported {
+                    flag,
+                    reason: "not supported by godwit (kernel memory limits are gone from current \
+                         kernels; Intel RDT is not managed by update); omit the flag"
+                        .into(),
+                });
+            }
+        }
+        if let Some(path) = &args.resources {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| RuntimeError::io(path, e))?
+            } else {
+                std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?
+            };
+            return parse_json(path, &text);
+        }
+        let build_err = |e: oci_spec::OciSpecError| RuntimeError::InvalidValue {
+            what: "resources",
+            value: String::new(),
+            reason: e.to_string(),
+        };
+        let mut res = LinuxResourcesBuilder::default();
+        if args.memory.is_some() || args.memory_swap.is_some() || args.memory_reservation.is_some()
+        {
+            let mut mem = LinuxMemoryBuilder::default();
+            if let Some(m) = &args.memory {
+                mem = mem.limit(crate::verbs::update::parse_size("--memory", m)?);
+            }
+            if let Some(m) = &args.memory_swap {
+                mem = mem.swap(crate::verbs::update::parse_size("--memory-swap", m)?);
+            }
+            if let Some(m) = &args.memory_reservation {
+                mem = mem.reservation(crate::verbs::update::parse_size("--memory-reservation", m)?);
+            }
+            res = res.memory(mem.build().map_err(build_err)?);
+        }
+        let cpu_given = args.cpu_shares.is_some()
+            || args.cpu_period.is_some()
+            || args.cpu_quota.is_some()
+            || args.cpu_rt_period.is_some()
+            || args.cpu_rt_runtime.is_some()
+            || args.cpuset_cpus.is_some()
+            || args.cpuset_mems.is_some();
+        if cpu_given {
+            let mut cpu = LinuxCpuBuilder::default();
+            if let Some(v) = args.cpu_shares {
+                cpu = cpu.shares(v);
+            }
+            if let Some(v) = args.cpu_period {
+                cpu = cpu.period(v);
+            }
+            if let Some(v) = args.cpu_quota {
+                cpu = cpu.quota(v);
+            }
+            if let Some(v) = args.cpu_rt_period {
+                cpu = cpu.realtime_period(v);
+            }
+            if let Some(v) = args.cpu_rt_runtime {
+                cpu = cpu.realtime_runtime(v);
+            }
+            if let Some(v) = &args.cpuset_cpus {
+                cpu = cpu.cpus(v.clone());
+            }
+            if let Some(v) = &args.cpuset_mems {
+                cpu = cpu.mems(v.clone());
+            }
+            res = res.cpu(cpu.build().map_err(build_err)?);
+        }
+        if let Some(limit) = args.pids_limit {
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(limit)
+                    .build()
+                    .map_err(build_err)?,
+            );
+        }
+        if let Some(weight) = args.blkio_weight {
+            res = res.block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(weight)
+                    .build()
+                    .map_err(build_err)?,
+            );
+        }
+        res.build().map_err(build_err)
+    }
+}
+
+impl Exec {
+    /// The library's request; `--process-label` is refused by name.
+    pub fn request(&self) -> Result<ExecRequest> {
+        refuse(&[(
+            "--process-label",
+            self.process_label.is_some(),
+            "godwit has no SELinux support",
+        )])?;
+        Ok(ExecRequest {
+            id: self.container_id.clone(),
+            console_socket: self.console_socket.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            tty: self.tty,
+            user: self.user.clone(),
+            additional_gids: self.additional_gids.clone(),
+            process: self.process.clone(),
+            detach: self.detach,
+            pid_file: self.pid_file.clone(),
+            apparmor: self.apparmor.clone(),
+            no_new_privs: self.no_new_privs,
+            cap: self.cap.clone(),
+            preserve_fds: self.preserve_fds,
+            cgroup: self.cgroup.clone(),
+            ignore_paused: self.ignore_paused,
+            command: self.command.clone(),
+        })
+    }
+}
+
+impl CreateOpts {
+    /// The library's request for container `id`; `--notify-socket` is
+    /// refused by name, `--no-new-keyring` is what godwit always does.
+    pub fn request(&self, id: &str) -> Result<CreateRequest> {
+        refuse(&[(
+            "--notify-socket",
+            self.notify_socket.is_some(),
+            "sd_notify forwarding is not supported by godwit",
+        )])?;
+        Ok(CreateRequest {
+            id: id.to_string(),
+            bundle: self.bundle.clone(),
+            console_socket: self.console_socket.clone(),
+            pid_file: self.pid_file.clone(),
+            no_pivot: self.no_pivot,
+            preserve_fds: self.preserve_fds,
+        })
+    }
+}
+
+impl Run {
+    /// The library's request; `--no-subreaper` is what a detached run does
+    /// and is refused in the foreground.
+    pub fn request(&self) -> Result<RunRequest> {
+        if self.no_subreaper && !self.detach {
+            return Err(RuntimeError::Unsupported {
+                flag: "--no-subreaper",
+                reason: "a foreground run must be the subreaper to wait for the container's init; \
+                         use it with --detach, or omit it"
+                    .into(),
+            });
+        }
+        Ok(RunRequest {
+            create: self.opts.request(&self.container_id)?,
+            detach: self.detach,
+            keep: self.keep,
+        })
+    }
+}
+
 impl Checkpoint {
     /// The library's request, once every flag godwit cannot honour was
     /// refused by name. `--shell-job` and `--manage-cgroups-mode soft` are
@@ -800,6 +979,50 @@ mod tests {
             RuntimeError::Unsupported { flag, .. } => flag,
             other => panic!("not a refusal: {other}"),
         }
+    }
+
+    #[test]
+    fn create_and_run_flags_become_requests() {
+        let Command::Create(c) = parse(&[
+            "create",
+            "-b",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--preserve-fds",
+            "2",
+            "--no-pivot",
+            "c1",
+        ]) else {
+            panic!("not create")
+        };
+        assert_eq!(
+            c.opts.request(&c.container_id).expect("accepted"),
+            CreateRequest {
+                id: "c1".into(),
+                bundle: "/b".into(),
+                console_socket: None,
+                pid_file: Some("/p".into()),
+                no_pivot: true,
+                preserve_fds: 2,
+            }
+        );
+        let Command::Create(c) = parse(&["create", "--notify-socket", "/s", "c1"]) else {
+            panic!("not create")
+        };
+        let e = c.opts.request(&c.container_id).unwrap_err();
+        assert_eq!(refused_flag(e), "--notify-socket");
+        let Command::Run(r) = parse(&["run", "-d", "--no-subreaper", "--keep", "c2"]) else {
+            panic!("not run")
+        };
+        let req = r.request().expect("accepted");
+        assert!(req.detach && req.keep);
+        assert_eq!(req.create.id, "c2");
+        assert_eq!(req.create.bundle, PathBuf::from("."));
+        let Command::Run(r) = parse(&["run", "--no-subreaper", "c2"]) else {
+            panic!("not run")
+        };
+        assert_eq!(refused_flag(r.request().unwrap_err()), "--no-subreaper");
     }
 
     #[test]

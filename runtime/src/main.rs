@@ -107,13 +107,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             verbs::create::create(
                 &root,
                 &global.options(),
-                &args.opts,
-                &args.container_id,
+                &args.opts.request(&args.container_id)?,
                 true,
             )?;
         }
         Command::Start(args) => verbs::start::start(&root, &args.container_id)?,
-        Command::Run(args) => return Ok(verbs::run::run(&root, &global.options(), args)?),
+        Command::Run(args) => {
+            return Ok(verbs::run::run(&root, &global.options(), &args.request()?)?)
+        }
         Command::State(args) => print_json(&verbs::state::state(&root, &args.container_id)?)?,
         Command::List(args) => {
             let states = verbs::list::list(&root)?;
@@ -130,7 +131,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             verbs::kill::kill(&root, &args.container_id, &args.signal, args.all)?
         }
         Command::Delete(args) => verbs::delete::delete(&root, &args.container_id, args.force)?,
-        Command::Exec(args) => return Ok(verbs::exec::exec(&root, args)?),
+        Command::Exec(args) => return Ok(verbs::exec::exec(&root, &args.request()?)?),
         Command::Ps(args) => {
             let pids = verbs::ps::pids(&root, &args.container_id)?;
             if args.format == ListFormat::Json {
@@ -154,7 +155,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 std::thread::sleep(interval);
             }
         }
-        Command::Update(args) => verbs::update::update(&root, args)?,
+        Command::Update(args) => {
+            verbs::update::update(&root, &args.container_id, &args.resources()?)?
+        }
         Command::Checkpoint(args) => {
             let stats = verbs::checkpoint::checkpoint(&root, &args.request()?)?;
             tracing::info!(?stats, "checkpoint statistics");

@@ -16,6 +16,68 @@ pub struct RuntimeOptions {
     pub systemd_cgroup: bool,
 }
 
+/// A container to create from a bundle (`create`, and `run` before it starts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub id: String,
+    /// Bundle directory holding config.json.
+    pub bundle: PathBuf,
+    /// Send the pty master of a terminal container to this socket.
+    pub console_socket: Option<PathBuf>,
+    /// Write the init's pid (host's view) here.
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root to enter the rootfs.
+    pub no_pivot: bool,
+    /// Pass fds 3 .. 3+N-1 to the container's process.
+    pub preserve_fds: i32,
+}
+
+/// A container to create and start (`run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunRequest {
+    pub create: CreateRequest,
+    /// Return once it runs (else wait for it, as its subreaper).
+    pub detach: bool,
+    /// In the foreground: keep its state after it exits.
+    pub keep: bool,
+}
+
+/// A new process in a running (or created) container (`exec`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub id: String,
+    /// Send the pty master (with `tty`) to this socket.
+    pub console_socket: Option<PathBuf>,
+    /// Working directory inside the container.
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables, KEY=VALUE.
+    pub env: Vec<String>,
+    /// Allocate a pty.
+    pub tty: bool,
+    /// UID[:GID].
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    /// A runtime-spec `process` JSON file (instead of `command`).
+    pub process: Option<PathBuf>,
+    /// Return once the process runs.
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    /// AppArmor profile.
+    pub apparmor: Option<String>,
+    pub no_new_privs: bool,
+    /// Capabilities to add.
+    pub cap: Vec<String>,
+    /// Pass N extra fds.
+    pub preserve_fds: i32,
+    /// Existing sub-cgroups of the container to run in: PATH, or
+    /// CONTROLLER[,CONTROLLER]:PATH (cgroup v1).
+    pub cgroup: Vec<String>,
+    /// Allow exec into a paused container.
+    pub ignore_paused: bool,
+    /// Command and arguments (unless `process`).
+    pub command: Vec<String>,
+}
+
 /// A checkpoint of a running (or paused) container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointRequest {

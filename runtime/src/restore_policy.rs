@@ -636,6 +636,20 @@ pub fn check_archive_spec(spec: &Spec, bases: &[std::path::PathBuf]) -> Result<(
                 ),
             ));
         }
+        // The base is the image store, shared with other containers.
+        let ro = m
+            .options()
+            .as_ref()
+            .is_some_and(|o| o.iter().any(|o| o == "ro"));
+        if !ro {
+            return Err(refused(
+                format!("mounts[{i}] ({dest})"),
+                format!(
+                    "binds {} from the rootfs base writable: a bind from the image store must be `ro`",
+                    source.display()
+                ),
+            ));
+        }
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -1107,7 +1121,7 @@ mod tests {
         // A bind inside the base, Docker's capabilities, a namespaced sysctl.
         let mut v = default_json();
         v["mounts"].as_array_mut().unwrap().push(json!({
-            "destination": "/data", "type": "bind", "source": "/srv/images/a/data", "options": ["rbind"]
+            "destination": "/data", "type": "bind", "source": "/srv/images/a/data", "options": ["rbind", "ro"]
         }));
         v["process"]["capabilities"]["bounding"] = json!(["CAP_CHOWN", "CAP_SETUID", "CAP_KILL"]);
         v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
@@ -1119,7 +1133,8 @@ mod tests {
         for (source, typ, options) in [
             ("/", "bind", json!(["rbind", "rw"])),
             ("/srv/images/a/../../../etc", "bind", json!(["rbind"])),
-            ("/srv/images/ab", "none", json!(["bind"])),
+            ("/srv/images/ab", "none", json!(["bind", "ro"])),
+            ("/srv/images/a/data", "bind", json!(["rbind", "rw"])),
             ("/etc", "proc", json!(["rbind"])),
             ("/dev/sda1", "ext4", json!([])),
         ] {

@@ -412,3 +412,129 @@ fn podman_refused_flags_are_named_and_leave_the_container_running() {
     assert_every_number_once(&host.numbers(&name), "after refused checkpoints");
     host.ok(&["rm", "-f", "-t", "0", &name]);
 }
+
+/// Debian's docker-registry (distribution 2.8) on 127.0.0.1 with its own
+/// config and storage, stopped by pid on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry is not installed: run hack/setup"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("godwit-registry-")
+            .tempdir()
+            .expect("temp dir");
+        // A port the kernel just handed out (and took back).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: godwit-test\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for("docker-registry to answer /v2/", WAIT, || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .ok()?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).ok()?;
+            reply.starts_with("HTTP/1.0 200").then_some(())
+        });
+        reg
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn podman_checkpoint_image_through_a_registry() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let tar = image_tar(scratch.path());
+    let registry = Registry::start();
+    let a = Podman::new(&tar);
+    let name = format!("godwit-pr-{}", std::process::id());
+    a.run_counter(&name, COUNTER);
+    a.wait_past(&name, 3);
+
+    // The checkpoint as an OCI image, pushed to the registry.
+    let image = format!("localhost:{}/godwit/{name}:checkpoint", registry.port);
+    a.ok(&["container", "checkpoint", "--create-image", &image, &name]);
+    let last = *a.numbers(&name).last().expect("numbers");
+    a.ok(&["push", "--tls-verify=false", &image]);
+    let manifest = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo");
+    assert!(manifest.status.success(), "skopeo inspect failed");
+    let manifest = json(&String::from_utf8_lossy(&manifest.stdout));
+    let notes = &manifest["annotations"];
+    assert_eq!(
+        notes["io.podman.annotations.checkpoint.runtime.name"], "godwit",
+        "{manifest}"
+    );
+    assert_eq!(
+        notes["io.podman.annotations.checkpoint.name"],
+        name.as_str(),
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["layers"].as_array().map(Vec::len),
+        Some(1),
+        "{manifest}"
+    );
+
+    // "Host B" pulls it and restores from it; the counter goes on.
+    let b = Podman::new(&tar);
+    b.ok(&["pull", "--tls-verify=false", &image]);
+    b.ok(&["container", "restore", &image]);
+    assert_eq!(b.status(&name), "running");
+    b.wait_past(&name, last + 5);
+    // The image carries no log: B's starts where A's stopped.
+    assert_every_number_once(&a.numbers(&name), "up to the checkpoint");
+    let on_b = b.numbers(&name);
+    assert_eq!(
+        on_b.first(),
+        Some(&(last + 1)),
+        "B's first number: {on_b:?}"
+    );
+    assert!(
+        on_b.windows(2).all(|w| w[1] == w[0] + 1),
+        "restored from a registry image, a number lost or repeated: {on_b:?}"
+    );
+    b.ok(&["rm", "-f", "-t", "0", &name]);
+    a.ok(&["rm", "-f", "-t", "0", &name]);
+}

@@ -5,9 +5,9 @@ use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle;
-use crate::cli::CreateOpts;
+
 use crate::error::{Result, RuntimeError};
-use crate::requests::RuntimeOptions;
+use crate::requests::{CreateRequest, RuntimeOptions};
 use crate::store::{validate_id, StateRoot};
 use oci_spec::runtime::Spec;
 
@@ -30,12 +30,11 @@ pub fn check_systemd(global: &RuntimeOptions) -> Result<()> {
 pub fn create(
     root: &StateRoot,
     global: &RuntimeOptions,
-    opts: &CreateOpts,
-    id: &str,
+    opts: &CreateRequest,
     detach: bool,
 ) -> Result<Container> {
     let (bundle, spec) = bundle::load(&opts.bundle)?;
-    create_from(root, global, opts, id, detach, &bundle, &spec)
+    create_from(root, global, opts, detach, &bundle, &spec)
 }
 
 /// Whether the spec asks for a terminal.
@@ -50,20 +49,14 @@ pub fn wants_terminal(spec: &Spec) -> bool {
 pub fn create_from(
     root: &StateRoot,
     global: &RuntimeOptions,
-    opts: &CreateOpts,
-    id: &str,
+    opts: &CreateRequest,
     detach: bool,
     bundle: &Path,
     spec: &Spec,
 ) -> Result<Container> {
+    let id = opts.id.as_str();
     validate_id(id)?;
     check_systemd(global)?;
-    if opts.notify_socket.is_some() {
-        return Err(RuntimeError::Unsupported {
-            flag: "--notify-socket",
-            reason: "sd_notify forwarding is not supported by godwit; omit the flag".into(),
-        });
-    }
     // What a restore of this id killed midway left goes first.
     crate::restore_journal::recover(root, id)?;
     if root.exists(id) || root.container_dir(id).exists() {

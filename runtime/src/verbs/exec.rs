@@ -6,9 +6,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Process;
 
 use crate::bundle::parse_json;
-use crate::cli::Exec;
 use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
+use crate::requests::ExecRequest as Exec;
 use crate::store::{recorded_spec, StateRoot};
 use crate::verbs::run::{prepare_foreground, wait_forwarding};
 
@@ -31,13 +31,7 @@ pub fn parse_user(text: &str) -> Result<(u32, Option<u32>)> {
 /// Runs a process in a running container. Detached, returns 0 once it runs;
 /// otherwise returns its exit status (128 + signal when a signal ended it).
 pub fn exec(root: &StateRoot, args: &Exec) -> Result<i32> {
-    let id = args.container_id.as_str();
-    if args.process_label.is_some() {
-        return Err(RuntimeError::Unsupported {
-            flag: "--process-label",
-            reason: "godwit has no SELinux support; omit the flag".into(),
-        });
-    }
+    let id = args.id.as_str();
     let container = root.load(id)?;
     match container.status() {
         // runc execs into a created container too (its init waits for start).

@@ -4,44 +4,35 @@ use nix::sys::signalfd::SigSet;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cli::Run;
 use crate::console::{ConsoleSocket, PtyProxy};
 use crate::error::{Result, RuntimeError};
-use crate::requests::RuntimeOptions;
+use crate::requests::{RunRequest, RuntimeOptions};
 use crate::store::StateRoot;
 use crate::verbs::create::{create_from, wants_terminal};
 
 /// Creates and starts a container. Detached, returns 0 once it runs; in the
 /// foreground, waits for it, forwarding signals, and returns its exit status
 /// (128 + signal number when a signal ended it, as a shell reports it).
-pub fn run(root: &StateRoot, global: &RuntimeOptions, args: &Run) -> Result<i32> {
-    let id = args.container_id.as_str();
-    if args.no_subreaper && !args.detach {
-        return Err(RuntimeError::Unsupported {
-            flag: "--no-subreaper",
-            reason: "a foreground run must be the subreaper to wait for the container's init; \
-                     use it with --detach, or omit it"
-                .into(),
-        });
-    }
+pub fn run(root: &StateRoot, global: &RuntimeOptions, args: &RunRequest) -> Result<i32> {
+    let id = args.create.id.as_str();
     let signals = prepare_foreground(args.detach)?;
-    let (bundle, spec) = crate::bundle::load(&args.opts.bundle)?;
+    let (bundle, spec) = crate::bundle::load(&args.create.bundle)?;
     // A foreground terminal container gets a pty of ours, as with runc: the
     // master comes over a console socket (which libcontainer only accepts
     // for a detached create; the waiting below is ours either way).
-    let console = if !args.detach && wants_terminal(&spec) && args.opts.console_socket.is_none() {
+    let console = if !args.detach && wants_terminal(&spec) && args.create.console_socket.is_none() {
         Some(ConsoleSocket::listen(
             &root.path().join(format!("{id}.console")),
         )?)
     } else {
         None
     };
-    let mut opts = args.opts.clone();
+    let mut opts = args.create.clone();
     if let Some(console) = &console {
         opts.console_socket = Some(console.path().to_path_buf());
     }
     let detach = args.detach || console.is_some();
-    let mut container = create_from(root, global, &opts, id, detach, &bundle, &spec)?;
+    let mut container = create_from(root, global, &opts, detach, &bundle, &spec)?;
     let proxy = proxy_terminal(console.as_ref(), &mut container)?;
     if let Err(e) = container.start() {
         let _ = crate::verbs::delete::delete_container(&mut container, id, true);
