@@ -15,8 +15,8 @@ use oci_spec::runtime::{
 use crate::bundle::parse_json;
 use crate::error::{Result, RuntimeError};
 use crate::requests::{
-    refuse, CheckpointRequest, CreateRequest, ExecRequest, RestoreRequest, RestoreSource,
-    RunRequest, RuntimeOptions,
+    refuse, CheckpointRequest, CreateRequest, ExecRequest, ProcessDumpRequest, ProcessRequest,
+    ProcessRestoreRequest, RestoreRequest, RestoreSource, RunRequest, RuntimeOptions,
 };
 
 #[derive(Parser, Debug)]
@@ -771,6 +771,46 @@ impl Update {
             );
         }
         res.build().map_err(build_err)
+    }
+}
+
+impl ProcessCommand {
+    /// The library's request; `--tcp-established`, `--ext-unix-sk` and
+    /// `--file-locks` are refused by name.
+    pub fn request(&self) -> Result<ProcessRequest> {
+        use crate::verbs::process::refuse_flags;
+        Ok(match self {
+            ProcessCommand::Dump(a) => {
+                refuse_flags(
+                    "process dump",
+                    a.tcp_established,
+                    a.ext_unix_sk,
+                    a.file_locks,
+                )?;
+                ProcessRequest::Dump(ProcessDumpRequest {
+                    pid: a.pid,
+                    image_path: a.image_path.clone(),
+                    leave_running: a.leave_running,
+                    shell_job: a.shell_job,
+                    json: a.json,
+                })
+            }
+            ProcessCommand::Restore(a) => {
+                refuse_flags(
+                    "process restore",
+                    a.tcp_established,
+                    a.ext_unix_sk,
+                    a.file_locks,
+                )?;
+                ProcessRequest::Restore(ProcessRestoreRequest {
+                    image_path: a.image_path.clone(),
+                    detach: a.detach,
+                    pid_file: a.pid_file.clone(),
+                    shell_job: a.shell_job,
+                    json: a.json,
+                })
+            }
+        })
     }
 }
 

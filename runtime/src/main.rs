@@ -97,7 +97,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         // Any process tree, no container: no state root either.
-        Command::Process(cmd) => return Ok(verbs::process::process(cmd)?),
+        Command::Process(cmd) => return Ok(verbs::process::process(&cmd.request()?)?),
         _ => {}
     }
     // Its errors name the root (and, when denied, its owner and the fix).

@@ -78,6 +78,37 @@ pub struct ExecRequest {
     pub command: Vec<String>,
 }
 
+/// `godwit process dump|restore`: the dumper on any process tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessRequest {
+    Dump(ProcessDumpRequest),
+    Restore(ProcessRestoreRequest),
+}
+
+/// A dump of the tree under `pid` into `image_path`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessDumpRequest {
+    pub pid: i32,
+    pub image_path: PathBuf,
+    pub leave_running: bool,
+    /// The root's stdio (and session) lie outside the tree: recorded as external.
+    pub shell_job: bool,
+    /// Print one JSON object instead of text.
+    pub json: bool,
+}
+
+/// A restore of the tree in `image_path` with its original pids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessRestoreRequest {
+    pub image_path: PathBuf,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    /// Reconnect the stdio of a tree dumped with `shell_job` to ours.
+    pub shell_job: bool,
+    /// Print one JSON object instead of text.
+    pub json: bool,
+}
+
 /// A checkpoint of a running (or paused) container.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointRequest {

@@ -17,8 +17,11 @@ use godwit_checkpoint::ProcessImage;
 use nix::sys::signalfd::SigSet;
 use serde::Serialize;
 
-use crate::cli::{ProcessCommand, ProcessDump, ProcessRestore};
 use crate::error::{Result, RuntimeError};
+use crate::requests::{
+    ProcessDumpRequest as ProcessDump, ProcessRequest as ProcessCommand,
+    ProcessRestoreRequest as ProcessRestore,
+};
 
 /// How long a pid of the image may stay taken (a just-killed process that the
 /// host's PID 1 has not reaped yet) before the restore gives up.
@@ -43,7 +46,7 @@ fn failed(op: &'static str, e: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-fn refuse_flags(op: &'static str, tcp: bool, ext_unix: bool, locks: bool) -> Result<()> {
+pub(crate) fn refuse_flags(op: &'static str, tcp: bool, ext_unix: bool, locks: bool) -> Result<()> {
     let refused: [(&'static str, bool, &str); 3] = [
         (
             "--tcp-established",
@@ -216,12 +219,6 @@ fn tree_to_dump(args: &ProcessDump) -> Result<Vec<i32>> {
 }
 
 pub fn dump(args: &ProcessDump) -> Result<DumpReport> {
-    refuse_flags(
-        "process dump",
-        args.tcp_established,
-        args.ext_unix_sk,
-        args.file_locks,
-    )?;
     let t0 = Instant::now();
     let image = args.image_path.as_path();
     let existed = image.exists();
@@ -634,12 +631,6 @@ fn us(t: Instant) -> u64 {
 }
 
 pub fn restore(args: &ProcessRestore) -> Result<i32> {
-    refuse_flags(
-        "process restore",
-        args.tcp_established,
-        args.ext_unix_sk,
-        args.file_locks,
-    )?;
     let t0 = Instant::now();
     let image = args.image_path.as_path();
     // Everything is checked before anything is created.
