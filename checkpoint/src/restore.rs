@@ -683,7 +683,13 @@ fn restore_task_state(tree: &mut Tree) -> Result<()> {
             me.host_pid,
             &l.img.task,
         )?;
-        signals::restore(&mut me.inj, &me.scratch, l.entry.pid, &l.img.signals)?;
+        signals::restore(
+            &mut me.inj,
+            &me.scratch,
+            l.entry.pid,
+            me.host_pid,
+            &l.img.signals,
+        )?;
         timers::restore(&mut me.inj, &me.scratch, &l.img.timers)
     })
 }
