@@ -208,9 +208,6 @@ pub fn dump_and_hold(pids: &[i32], dir: &Path, opts: &DumpOptions) -> Result<Hel
 pub fn dump_and_hold_to(pids: &[i32], sink: &mut dyn Sink, opts: &DumpOptions) -> Result<Held> {
     let t0 = Instant::now();
     let mut stats = DumpStats::default();
-    // Zombies are not frozen (nothing runs there): they are found again as
-    // children of the frozen processes and recorded as such.
-    let pids = &crate::zombie::live_only(pids)?;
     // Not starved by the (possibly thousands of) runnable threads we stop.
     let _boost = crate::boost::Boost::new();
     // Job-control stops are seen before our own ptrace stops hide them.

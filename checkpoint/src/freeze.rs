@@ -35,7 +35,11 @@ impl Frozen {
             released: false,
         };
         for &pid in &leaders_only(pids)? {
-            refuse_zombie(pid)?;
+            // Zombies are recorded apart (crate::zombie), as children of the
+            // frozen; one that exited just now is found there too.
+            if crate::zombie::is_zombie(pid)? {
+                continue;
+            }
             frozen.procs.push(FrozenProcess {
                 pid,
                 tids: Vec::new(),
@@ -107,7 +111,6 @@ impl Frozen {
         // Zombies are recorded apart (crate::zombie), as children of the frozen.
         let members = crate::zombie::live_only(&members)?;
         for &pid in &leaders_only(&members)? {
-            refuse_zombie(pid)?;
             let mut tids = Vec::new();
             for tid in proc::tasks(pid)? {
                 match seize_one(tid) {
@@ -275,20 +278,6 @@ fn leaders_only(ids: &[i32]) -> Result<Vec<i32>> {
         }
     }
     Ok(out)
-}
-
-fn refuse_zombie(pid: i32) -> Result<()> {
-    let st = proc::read_string(format!("/proc/{pid}/stat"))?;
-    let state = st
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.trim_start().chars().next());
-    if state == Some('Z') {
-        return Err(Error::Unsupported {
-            pid,
-            what: "a zombie process".into(),
-        });
-    }
-    Ok(())
 }
 
 /// PTRACE_SEIZE with the dump's options (SUSPEND_SECCOMP when allowed).

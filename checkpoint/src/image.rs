@@ -361,63 +361,6 @@ impl ImageReader {
         Ok(reader)
     }
 
-    /// Every process record and page file read whole and checked against
-    /// its length and digest (compressed pages decompressed, no further than
-    /// the length the inventory gives), keeping nothing: for a caller that
-    /// must know the whole image is sound before it changes anything.
-    pub fn verify_all(&self) -> Result<()> {
-        for p in &self.inventory.processes {
-            self.read_checked(&p.record, crate::limits::MAX_RECORD_BYTES)?;
-            self.verify_stream(&p.pages, p.pages_zstd)?;
-        }
-        Ok(())
-    }
-
-    fn verify_stream(&self, fref: &FileRef, zstd: bool) -> Result<()> {
-        use std::io::Read;
-        let path = self.dir.join(&fref.name);
-        let f = open_bounded(&path, (!zstd).then_some(fref.len), u64::MAX)?;
-        let mut r: Box<dyn Read> = if zstd {
-            Box::new(
-                zstd::Decoder::new(f)
-                    .map_err(|e| Error::io(&path, e))?
-                    .take(fref.len.saturating_add(1)),
-            )
-        } else {
-            Box::new(f.take(fref.len.saturating_add(1)))
-        };
-        let mut h = crate::digest::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::image(&path, format!("reading: {e}"))),
-            };
-            h.update(&buf[..n]);
-            got += n as u64;
-        }
-        if got != fref.len {
-            return Err(Error::image(
-                &path,
-                format!("length {got}, inventory says {} (truncated?)", fref.len),
-            ));
-        }
-        let sum = h.finalize();
-        if sum != fref.sha256 {
-            return Err(Error::image(
-                &path,
-                format!(
-                    "SHA-256 {sum}, inventory says {}: image is corrupt or was modified",
-                    fref.sha256
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// The processes' indexes, parents first (checked at open: no cycle).
     pub fn tree_order(&self) -> Result<Vec<usize>> {
         crate::limits::check_inventory(&self.dir.join(INVENTORY), &self.inventory)

@@ -541,7 +541,7 @@ fn restore_image(
         // An image directory (not an archive, verified whole at import) is
         // checked whole before its diff touches the bundle's rootfs.
         if matches!(args.source, RestoreSource::Image(_)) {
-            reader.verify_all().map_err(|e| RuntimeError::Restore {
+            godwit_checkpoint::verify_image(image, true).map_err(|e| RuntimeError::Restore {
                 id: id.to_string(),
                 source: Box::new(e),
             })?;
