@@ -227,7 +227,12 @@ fn terminal_run_gets_a_pty() {
     );
     let out = in_pty(&ctr);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("/dev/pts/"), "no pty: {stdout:?}");
+    assert!(
+        stdout.contains("/dev/pts/"),
+        "no pty: {stdout:?} (script exited {:?}, stderr {:?})",
+        out.status.code(),
+        text(&out.stderr)
+    );
     assert!(stdout.contains("hi-tty"), "{stdout:?}");
     assert_eq!(
         out.status.code(),
